@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test matrix clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("heartmon needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/heartmon
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+matrix: $(STAMP)
+	$(BIN)/heartmon matrix
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Settings models (pydantic-settings) and the documented example config."""

@@ -1,0 +1,3 @@
+from heartmon.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""Spawns worker processes for the mock and the matrix, and makes sure they die with us.
+
+Workers are real OS processes (``python -m heartmon worker``): the load a probe puts
+on one must not touch the hub or the others. Three layers keep them from outliving
+their parent: a graceful SIGTERM on stop, SIGKILL for those that do not listen (a
+worker deep in a C call handles no signal), and PR_SET_PDEATHSIG for a parent that
+is itself killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from heartmon.protocol import ISOLATIONS, Isolation
+
+_SPEC_ITEM = re.compile(r"^(none|thread|process):(\d+)$")
+
+
+class FleetSpecError(ValueError):
+    pass
+
+
+def parse_fleet_spec(spec: str) -> list[tuple[Isolation, int]]:
+    """``none:2,thread:2,process:2`` -> ``[("none", 2), ("thread", 2), ("process", 2)]``."""
+    items: list[tuple[Isolation, int]] = []
+    for raw in filter(None, (part.strip() for part in spec.split(","))):
+        match = _SPEC_ITEM.match(raw)
+        if not match:
+            raise FleetSpecError(
+                f"invalid worker spec {raw!r}: expected MODE:COUNT with MODE one of {', '.join(ISOLATIONS)}"
+            )
+        items.append((match.group(1), int(match.group(2))))  # type: ignore[arg-type]
+    if not items:
+        raise FleetSpecError("the worker spec names no workers")
+    return items
+
+
+@dataclass
+class Fleet:
+    hub: str
+    interval_ms: int
+    token: str | None = None
+    log: IO[str] | None = None
+    """Where the workers' own output goes; never the terminal the monitor draws on."""
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def spawn(self, isolation: Isolation, name: str) -> subprocess.Popen:
+        env = dict(os.environ, HEARTMON_DIE_WITH=str(os.getpid()), PYTHONUNBUFFERED="1")
+        if self.token:
+            env["HEARTMON_TOKEN"] = self.token
+        cmd = [sys.executable, "-m", "heartmon", "worker", "--hub", self.hub, "--isolation", isolation,
+               "--name", name, "--interval-ms", str(self.interval_ms)]
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=self.log or subprocess.DEVNULL, stderr=self.log or subprocess.DEVNULL)
+        self.procs[name] = proc
+        return proc
+
+    def start(self, spec: list[tuple[Isolation, int]]) -> None:
+        for isolation, count in spec:
+            for index in range(1, count + 1):
+                self.spawn(isolation, f"{isolation}-{index}")
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def worker_log() -> IO[str]:
+    """A log file for the workers' output, named after this process."""
+    return (Path(tempfile.gettempdir()) / f"heartmon-workers-{os.getpid()}.log").open("a", buffering=1)

@@ -1,0 +1,62 @@
+"""The mock server: a hub plus a fleet of real worker processes, in one command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from heartmon.fleet import Fleet, worker_log
+from heartmon.hub import Hub
+from heartmon.protocol import (
+    Isolation,
+    Message,
+    WorkerJoined,
+    WorkerLeft,
+    WorkerProbeFinished,
+    WorkerProbeStarted,
+)
+
+
+def describe_event(message: Message) -> str | None:
+    """One line for a person, for every event but beats (which are for machines)."""
+    match message:
+        case WorkerJoined(info=info):
+            return f"{info.worker} joined ({info.isolation}, pid {info.pid}, every {info.interval_ms} ms)"
+        case WorkerLeft(worker=worker, reason=reason):
+            return f"{worker} left: {reason}"
+        case WorkerProbeStarted(worker=worker, probe=probe, duration_s=duration):
+            return f"{worker} started {probe} for {duration:g} s"
+        case WorkerProbeFinished(worker=worker, elapsed_s=elapsed, error=error):
+            return f"{worker} finished its probe after {elapsed:.2f} s" + (f" with an error: {error}" if error else "")
+    return None
+
+
+def print_events(message: Message) -> None:
+    line = describe_event(message)
+    if line:
+        print(f"{datetime.now():%H:%M:%S} {line}", flush=True)
+
+
+async def run_mock(
+    hub: Hub,
+    host: str,
+    port: int,
+    spec: list[tuple[Isolation, int]],
+    interval_ms: int,
+    on_ready: Callable[[str, Fleet], None],
+) -> None:
+    """Serves until cancelled; the fleet is stopped on the way out, whatever the way."""
+    async with hub.serve(host, port) as server:
+        bound = server.sockets[0].getsockname()
+        url = f"ws://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
+        with worker_log() as log:
+            fleet = Fleet(url, interval_ms, hub.token, log)
+            try:
+                fleet.start(spec)
+                on_ready(url, fleet)
+                await asyncio.Future()  # until cancelled
+            finally:
+                fleet.stop()
+                print(f"stopped {len(fleet.procs)} workers", file=sys.stderr, flush=True)

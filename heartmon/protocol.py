@@ -1,0 +1,228 @@
+"""Wire protocol, version 1: JSON text frames, one object per frame, field ``type``.
+
+This module is the one place that encodes and decodes frames. It does no I/O: the
+hub, the agent and the monitor hand it bytes or text and get models back (or a
+:class:`ProtocolError` that says what was wrong), in the sans-I/O spirit of
+websockets itself. ``docs/protocol.md`` documents every message with an example.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024
+"""Frames above this size are refused with an error reply (the connection stays)."""
+
+Isolation = Literal["none", "thread", "process"]
+ISOLATIONS: tuple[Isolation, ...] = ("none", "thread", "process")
+
+WorkerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class Message(BaseModel):
+    """Strict base: unknown fields are refused, so a typo is an error, not silence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- worker -> hub ---------------------------------------------------------------
+
+
+class Hello(Message):
+    type: Literal["hello"] = "hello"
+    v: int
+    worker: WorkerName
+    isolation: Isolation
+    pid: int = Field(ge=0)
+    host: str = Field(max_length=255)
+    interval_ms: int = Field(gt=0, le=3_600_000)
+    agent: str = Field(max_length=64)
+    probes: list[str] = Field(default_factory=list, max_length=256)
+    """The probes this worker can run: the hub checks injects against them."""
+
+
+class Beat(Message):
+    type: Literal["beat"] = "beat"
+    seq: int = Field(ge=0)
+    sent_at: float
+    loop_lag_ms: float = Field(ge=0)
+    main_blocked_ms: float | None = Field(default=None, ge=0)
+    """How long the main loop has been blocked right now; only isolated agents know."""
+
+
+class ProbeStarted(Message):
+    type: Literal["probe_started"] = "probe_started"
+    id: str = Field(max_length=64)
+    probe: str = Field(max_length=64)
+    duration_s: float
+
+
+class ProbeFinished(Message):
+    type: Literal["probe_finished"] = "probe_finished"
+    id: str = Field(max_length=64)
+    elapsed_s: float
+    error: str | None = None
+
+
+# --- hub -> worker ---------------------------------------------------------------
+
+
+class Inject(Message):
+    type: Literal["inject"] = "inject"
+    id: str = Field(max_length=64)
+    probe: str = Field(max_length=64)
+    duration_s: float = Field(gt=0)
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class Error(Message):
+    """The reply to a frame the receiver could not accept; the connection stays open."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+# --- hub -> monitor --------------------------------------------------------------
+
+
+class WorkerInfo(Message):
+    """What the hub knows of a connected worker; the payload of snapshot and joined."""
+
+    worker: WorkerName
+    isolation: Isolation
+    pid: int
+    host: str
+    interval_ms: int
+    agent: str
+    probes: list[str]
+    connected_at: float
+    last_beat_at: float | None = None
+    seq: int | None = None
+    probe: str | None = None
+
+
+class Snapshot(Message):
+    type: Literal["snapshot"] = "snapshot"
+    v: int
+    hub: str
+    sent_at: float
+    workers: list[WorkerInfo]
+
+
+class WorkerJoined(Message):
+    type: Literal["worker_joined"] = "worker_joined"
+    info: WorkerInfo
+
+
+class WorkerBeat(Message):
+    type: Literal["beat"] = "beat"
+    worker: WorkerName
+    seq: int
+    sent_at: float
+    recv_at: float
+    loop_lag_ms: float
+    main_blocked_ms: float | None = None
+
+
+class WorkerLeft(Message):
+    type: Literal["worker_left"] = "worker_left"
+    worker: WorkerName
+    reason: str
+    at: float
+
+
+class WorkerProbeStarted(Message):
+    type: Literal["probe_started"] = "probe_started"
+    worker: WorkerName
+    id: str
+    probe: str
+    duration_s: float
+    recv_at: float
+
+
+class WorkerProbeFinished(Message):
+    type: Literal["probe_finished"] = "probe_finished"
+    worker: WorkerName
+    id: str
+    elapsed_s: float
+    error: str | None = None
+    recv_at: float
+
+
+WorkerFrame = Annotated[Hello | Beat | ProbeStarted | ProbeFinished, Field(discriminator="type")]
+HubToWorkerFrame = Annotated[Inject | Error, Field(discriminator="type")]
+MonitorFrame = Annotated[
+    Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error,
+    Field(discriminator="type"),
+]
+
+_WORKER = TypeAdapter(WorkerFrame)
+_TO_WORKER = TypeAdapter(HubToWorkerFrame)
+_MONITOR = TypeAdapter(MonitorFrame)
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be accepted. ``code`` is stable and counted in metrics."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def reply(self) -> Error:
+        return Error(code=self.code, message=self.message)
+
+
+def encode(message: Message) -> str:
+    return message.model_dump_json(exclude_none=False)
+
+
+def _decode(adapter: TypeAdapter, frame: str | bytes):
+    if isinstance(frame, bytes):
+        raise ProtocolError("binary_frame", "frames must be JSON text, not binary")
+    size = len(frame.encode())
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError("too_large", f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    try:
+        # validate_json parses and validates in one pass (pydantic-core): the hot path.
+        return adapter.validate_json(frame)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+def _explain(exc: ValidationError) -> ProtocolError:
+    """Turn pydantic's report into one stable code and one sentence naming the problem."""
+    first = exc.errors(include_url=False)[0]
+    kind, loc = first["type"], first["loc"]
+    if kind == "json_invalid":
+        return ProtocolError("malformed_json", f"frame is not valid JSON: {first['msg']}")
+    if not loc and kind in ("dict_type", "model_type", "model_attributes_type"):
+        return ProtocolError("malformed_frame", "a frame must be a JSON object")
+    if kind == "union_tag_not_found":
+        return ProtocolError("malformed_frame", "a frame needs a 'type' field")
+    if kind == "union_tag_invalid":
+        expected = first["ctx"]["expected_tags"]
+        return ProtocolError("unknown_type", f"unknown message type {first['ctx']['tag']!r}; expected one of {expected}")
+    where = ".".join(str(part) for part in loc)
+    return ProtocolError("invalid_field", f"{where}: {first['msg']}")
+
+
+def decode_from_worker(frame: str | bytes) -> Hello | Beat | ProbeStarted | ProbeFinished:
+    return _decode(_WORKER, frame)
+
+
+def decode_to_worker(frame: str | bytes) -> Inject | Error:
+    return _decode(_TO_WORKER, frame)
+
+
+def decode_to_monitor(frame: str | bytes) -> Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error:
+    return _decode(_MONITOR, frame)
+
+
+def check_version(hello: Hello) -> None:
+    if hello.v != PROTOCOL_VERSION:
+        raise ProtocolError("unsupported_version", f"protocol version {hello.v} is not supported; this hub speaks v{PROTOCOL_VERSION}")
