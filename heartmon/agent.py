@@ -110,8 +110,11 @@ class Beater:
         shared,
         deliver: Callable[[Inject], None],
         probes: list[str],
+        pid: int | None = None,
     ) -> None:
         self.config = config
+        self.pid = pid or os.getpid()
+        """The worker's own pid (where user code runs), not the heartbeat child's."""
         self.shared = shared
         self.deliver = deliver
         self.probes = probes
@@ -158,7 +161,7 @@ class Beater:
             v=PROTOCOL_VERSION,
             worker=self.config.name,
             isolation=self.config.isolation,
-            pid=os.getpid(),
+            pid=self.pid,
             host=socket.gethostname(),
             interval_ms=self.config.interval_ms,
             agent=f"heartmon/{__version__}",
@@ -292,7 +295,8 @@ class Agent:
             try:
                 asyncio.run(beat_in_thread())
             finally:
-                ended.set_result(None)
+                with suppress(concurrent.futures.InvalidStateError):  # cancelled: we are stopping
+                    ended.set_result(None)
 
         thread = threading.Thread(target=thread_main, name=f"heartmon-heartbeat-{self.config.name}", daemon=True)
         thread.start()
@@ -348,16 +352,16 @@ def _beat_in_child(config: AgentConfig, shared, conn: Connection, parent: int, p
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     die_with_parent(parent)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_child_main(config, shared, conn, probes))
+    asyncio.run(_child_main(config, shared, conn, probes, parent))
 
 
-async def _child_main(config: AgentConfig, shared, conn: Connection, probes: list[str]) -> None:
+async def _child_main(config: AgentConfig, shared, conn: Connection, probes: list[str], parent: int) -> None:
     loop = asyncio.get_running_loop()
 
     def deliver(inject: Inject) -> None:
         conn.send_bytes(encode(inject).encode())
 
-    beater = Beater(config, shared, deliver, probes)
+    beater = Beater(config, shared, deliver, probes, pid=parent)
     task = asyncio.create_task(beater.run())
 
     def on_readable() -> None:

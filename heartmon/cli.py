@@ -63,14 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     token_help = "bearer token (default: $HEARTMON_TOKEN)"
 
+    hub = sub.add_parser("hub", help="run a hub alone, for workers started elsewhere")
     mock = sub.add_parser("mock", help="run a hub and a fleet of real worker processes")
-    mock.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    mock.add_argument("--port", type=int, default=8787, help="port to bind, 0 for any free one (default: 8787)")
+    for server in (hub, mock):
+        server.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+        server.add_argument("--port", type=int, default=8787, help="port to bind, 0 for any free one (default: 8787)")
+        server.add_argument("--max-duration-s", type=_positive_float, default=60.0,
+                            help="longest probe the hub accepts (default: 60)")
+        server.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
+    hub.set_defaults(workers="", interval_ms=0)
     mock.add_argument("--workers", default=DEFAULT_FLEET, help=f"MODE:COUNT,... (default: {DEFAULT_FLEET})")
     mock.add_argument("--interval-ms", type=_positive_int, default=100, help="heartbeat interval (default: 100)")
-    mock.add_argument("--max-duration-s", type=_positive_float, default=60.0,
-                      help="longest probe the hub accepts (default: 60)")
-    mock.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
 
     worker = sub.add_parser("worker", help="run one worker and connect it to a hub")
     worker.add_argument("--hub", default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
@@ -127,8 +130,9 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_mock(args: argparse.Namespace) -> int:
+    """`heartmon mock`, and `heartmon hub`: the same server with an empty fleet."""
     try:
-        spec = parse_fleet_spec(args.workers)
+        spec = parse_fleet_spec(args.workers) if args.command == "mock" else []
     except FleetSpecError as exc:
         raise UsageError(str(exc)) from None
     _check_exposure(args.host, args.token)
@@ -137,8 +141,9 @@ def cmd_mock(args: argparse.Namespace) -> int:
 
     def ready(url: str, fleet) -> None:
         print(f"hub listening on {url}", flush=True)
-        print(f"started {len(fleet.procs)} workers: {', '.join(fleet.procs)}; Ctrl-C stops them all", flush=True)
-        print(f"try: heartmon inject none-1 gil-hold --duration 2 --hub {url}", flush=True)
+        if fleet.procs:
+            print(f"started {len(fleet.procs)} workers: {', '.join(fleet.procs)}; Ctrl-C stops them all", flush=True)
+            print(f"try: heartmon inject {next(iter(fleet.procs))} gil-hold --duration 2 --hub {url}", flush=True)
 
     try:
         _run(run_mock(hub, args.host, args.port, spec, args.interval_ms, ready))
@@ -210,7 +215,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"mock": cmd_mock, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
+COMMANDS = {"hub": cmd_mock, "mock": cmd_mock, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

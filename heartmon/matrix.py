@@ -140,5 +140,5 @@ async def run_matrix(
                     progress(f"[{index}/{len(probes)}] {probe}: " + " · ".join(row))
                     await asyncio.sleep(SETTLE_S)
             finally:
-                fleet.stop()
+                await asyncio.to_thread(fleet.stop)
     return Matrix(interval_ms, duration_s, starved_after_s * 1000, cells)

@@ -58,5 +58,7 @@ async def run_mock(
                 on_ready(url, fleet)
                 await asyncio.Future()  # until cancelled
             finally:
-                fleet.stop()
-                print(f"stopped {len(fleet.procs)} workers", file=sys.stderr, flush=True)
+                # In a thread, so that the hub keeps serving the workers' goodbyes.
+                await asyncio.to_thread(fleet.stop)
+                if fleet.procs:
+                    print(f"stopped {len(fleet.procs)} workers", file=sys.stderr, flush=True)

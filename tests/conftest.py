@@ -1,0 +1,111 @@
+"""Fixtures that start real heartmon processes and always clean them up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.harness import Running, start, wait_gone, wait_until, workers
+
+FLEET_ARGS = ("mock", "--port", "0", "--interval-ms", "50", "--workers", "none:1,thread:1,process:1")
+NAMES = ("none-1", "thread-1", "process-1")
+
+Launch = Callable[..., Running]
+
+
+def _launcher() -> tuple[Launch, Callable[[], None]]:
+    started: list[Running] = []
+
+    def launch(*args: str, env: dict[str, str] | None = None, ready: str | None = r"hub listening on (\S+)") -> Running:
+        running = start(*args, env=env)
+        started.append(running)
+        if ready:
+            running.url = running.read_until(ready).group(1)
+            running.remember_tree()
+        return running
+
+    def cleanup() -> None:
+        leaks = [leak for running in started for leak in running.cleanup()]
+        assert not leaks, f"processes outlived their test: {leaks}"
+
+    return launch, cleanup
+
+
+@pytest.fixture
+def launch() -> Iterator[Launch]:
+    """Starts heartmon commands; at teardown stops them and fails on any leaked process."""
+    launch, cleanup = _launcher()
+    yield launch
+    cleanup()
+
+
+def wait_fleet_ready(client: httpx.Client, names=NAMES) -> dict[str, dict]:
+    return wait_until(
+        lambda: (ws := workers(client)) and all(ws.get(n, {}).get("available") for n in names) and ws,
+        30, f"workers {names} to connect and beat",
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Running]:
+    """One mock fleet (one worker per isolation, 50 ms) shared by a module's tests."""
+    launch, cleanup = _launcher()
+    running = launch(*FLEET_ARGS)
+    with httpx.Client(base_url=running.http, timeout=10) as client:
+        wait_fleet_ready(client)
+    running.remember_tree()
+    yield running
+    cleanup()
+
+
+@pytest.fixture
+def client(fleet: Running) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fleet.http, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The third-party probe package of tests/plugin_probe, installed on its own."""
+    target = tmp_path_factory.mktemp("plugin")
+    source = Path(__file__).parent / "plugin_probe"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--no-build-isolation", "--target", str(target), str(source)],
+        check=True,
+    )
+    return target
+
+
+def _heartmon_processes(since: float) -> list:
+    """Processes started by this test session that belong to heartmon: commands named
+    heartmon, and anything a heartmon parent marked (heartbeat children included)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        if proc.info["pid"] == os.getpid() or (proc.info["create_time"] or 0) < since:
+            continue
+        try:
+            marked = "HEARTMON_DIE_WITH" in proc.environ()
+        except psutil.Error:
+            marked = False
+        if marked or "heartmon" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_heartmon_process_outlives_the_tests() -> Iterator[None]:
+    since = time.time() - 1
+    yield
+    alive = wait_gone(_heartmon_processes(since))
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"heartmon processes outlived the tests: {[p.info['cmdline'] for p in alive]}"
