@@ -313,7 +313,8 @@ class Agent:
         ours, theirs = ctx.Pipe()
 
         async def report(message: Message) -> None:
-            ours.send_bytes(encode(message).encode())
+            with suppress(OSError):  # the child is gone: we are ending anyway
+                ours.send_bytes(encode(message).encode())
 
         runner = ProbeRunner(self.registry, report)
         child = ctx.Process(
