@@ -8,26 +8,49 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 
 from heartmon.agent import Agent, AgentConfig
+from heartmon.config import ConfigError, Settings, load_settings
+from heartmon.detector import AVAILABLE
 from heartmon.fleet import FleetSpecError, parse_fleet_spec
 from heartmon.hub import Hub
 from heartmon.lifeline import die_with_parent
 from heartmon.matrix import MatrixError, run_matrix
 from heartmon.mock import print_events, run_mock
+from heartmon.monitor import Monitor
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS
+from heartmon.report import as_json, clock_time, describe
+from heartmon.sources import SourceError
 from heartmon.urls import hub_http
 
 DEFAULT_HUB = "ws://127.0.0.1:8787"
-DEFAULT_FLEET = "none:2,thread:2,process:2"
+
+SETTING_FLAGS = {
+    "token": "token",
+    "host": "hub.host",
+    "port": "hub.port",
+    "max_duration_s": "hub.max_duration_s",
+    "workers": "mock.workers",
+    "interval_ms": "mock.interval_ms",
+    "http_interval_ms": "monitor.http_interval_ms",
+    "rule": "detector.rule",
+    "late_after": "detector.late_after",
+    "starved_after": "detector.starved_after",
+    "dead_after": "detector.dead_after",
+    "busy_after": "detector.busy_after",
+}
+"""Command-line flags that set a key of the settings: flags win over env and file."""
 
 
 class UsageError(Exception):
@@ -63,17 +86,37 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     token_help = "bearer token (default: $HEARTMON_TOKEN)"
 
-    hub = sub.add_parser("hub", help="run a hub alone, for workers started elsewhere")
-    mock = sub.add_parser("mock", help="run a hub and a fleet of real worker processes")
+    configured = argparse.ArgumentParser(add_help=False)
+    configured.add_argument("--config", type=Path, help="TOML settings file (default: ~/.config/heartmon/config.toml)")
+    configured.add_argument("--token", help=token_help)
+    detection = argparse.ArgumentParser(add_help=False)
+    detection.add_argument("--rule", choices=("fixed", "phi"), help="detector rule (default: fixed)")
+    for flag, default in (("late-after", 2), ("starved-after", 5), ("dead-after", 10), ("busy-after", 2)):
+        detection.add_argument(f"--{flag}", type=_positive_float, metavar="N",
+                               help=f"{flag.replace('-', ' ')} N intervals (default: {default})")
+
+    hub = sub.add_parser("hub", parents=[configured, detection], help="run a hub alone, for workers started elsewhere")
+    mock = sub.add_parser("mock", parents=[configured, detection], help="run a hub and a fleet of real worker processes")
     for server in (hub, mock):
-        server.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-        server.add_argument("--port", type=int, default=8787, help="port to bind, 0 for any free one (default: 8787)")
-        server.add_argument("--max-duration-s", type=_positive_float, default=60.0,
-                            help="longest probe the hub accepts (default: 60)")
-        server.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
-    hub.set_defaults(workers="", interval_ms=0)
-    mock.add_argument("--workers", default=DEFAULT_FLEET, help=f"MODE:COUNT,... (default: {DEFAULT_FLEET})")
-    mock.add_argument("--interval-ms", type=_positive_int, default=100, help="heartbeat interval (default: 100)")
+        server.add_argument("--host", help="address to bind (default: 127.0.0.1)")
+        server.add_argument("--port", type=int, help="port to bind, 0 for any free one (default: 8787)")
+        server.add_argument("--max-duration-s", type=_positive_float, help="longest probe the hub accepts (default: 60)")
+    mock.add_argument("--workers", help="MODE:COUNT,... (default: none:2,thread:2,process:2)")
+    mock.add_argument("--interval-ms", type=_positive_int, help="heartbeat interval (default: 100)")
+
+    source_help = "ws://HOST:PORT (a hub) or [NAME=]http(s)://… (a health endpoint); default: 'sources' of the config"
+    events = sub.add_parser("events", parents=[configured, detection],
+                            help="print every state change and recovery as it happens")
+    events.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument("--for", dest="for_s", type=_positive_float, metavar="SECONDS", help="stop after this long")
+    check = sub.add_parser("check", parents=[configured, detection],
+                           help="exit 0 if every worker is healthy or busy, 1 otherwise")
+    check.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
+    check.add_argument("--within", type=_positive_float, default=3.0, metavar="SECONDS",
+                       help="how long to wait for a healthy fleet (default: 3)")
+    for command in (events, check):
+        command.add_argument("--http-interval-ms", type=_positive_int, help="poll interval of HTTP sources (default: 1000)")
 
     worker = sub.add_parser("worker", help="run one worker and connect it to a hub")
     worker.add_argument("--hub", default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
@@ -129,14 +172,34 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         pass
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Flags over environment over file over defaults; an invalid value is a UsageError."""
+    overrides: dict[str, Any] = {}
+    for flag, key in SETTING_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            *sections, leaf = key.split(".")
+            target = overrides
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[leaf] = value
+    try:
+        return load_settings(getattr(args, "config", None), overrides)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_mock(args: argparse.Namespace) -> int:
     """`heartmon mock`, and `heartmon hub`: the same server with an empty fleet."""
+    settings = settings_from(args)
     try:
-        spec = parse_fleet_spec(args.workers) if args.command == "mock" else []
+        spec = parse_fleet_spec(settings.mock.workers) if args.command == "mock" else []
     except FleetSpecError as exc:
         raise UsageError(str(exc)) from None
-    _check_exposure(args.host, args.token)
-    hub = Hub(load_registry(), token=args.token, max_duration_s=args.max_duration_s)
+    host, port = settings.hub.host, settings.hub.port
+    _check_exposure(host, settings.token)
+    hub = Hub(load_registry(), token=settings.token, max_duration_s=settings.hub.max_duration_s,
+              thresholds=settings.detector)
     hub.listeners.append(print_events)
 
     def ready(url: str, fleet) -> None:
@@ -146,10 +209,78 @@ def cmd_mock(args: argparse.Namespace) -> int:
             print(f"try: heartmon inject {next(iter(fleet.procs))} gil-hold --duration 2 --hub {url}", flush=True)
 
     try:
-        _run(run_mock(hub, args.host, args.port, spec, args.interval_ms, ready))
+        _run(run_mock(hub, host, port, spec, settings.mock.interval_ms, ready))
     except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
+
+
+def _monitor(args: argparse.Namespace) -> Monitor:
+    settings = settings_from(args)
+    sources = args.sources or settings.sources
+    if not sources:
+        raise UsageError("no sources: name a hub (ws://HOST:PORT) or endpoint (http://…), or set 'sources' in the config")
+    try:
+        return Monitor(settings, sources)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    links = {}
+    deadline = time.monotonic() + args.for_s if args.for_s else None
+    with monitor:
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                for source in monitor.sources:  # connection changes, for people, on stderr
+                    status = source.status
+                    if links.get(status.label) != (status.link, status.detail):
+                        links[status.label] = (status.link, status.detail)
+                        print(f"heartmon: {status.label}: {status.link} {status.detail}".rstrip(), file=sys.stderr)
+                try:
+                    entry = monitor.events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if args.json:
+                    print(json.dumps(as_json(entry, monitor.wall)), flush=True)
+                else:
+                    print(f"{clock_time(entry, monitor.wall)} {describe(entry)}", flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    deadline = time.monotonic() + args.within
+    with monitor:
+        while True:
+            problems, total = _unhealthy(monitor)
+            if not problems:
+                print(f"ok: all {total} workers healthy or busy")
+                return 0
+            if time.monotonic() >= deadline:
+                for line in problems:
+                    print(line)
+                return 1
+            time.sleep(0.1)
+
+
+def _unhealthy(monitor: Monitor) -> tuple[list[str], int]:
+    """One line per source that never answered and per worker that is not available."""
+    problems = [f"{s.status.label}: {s.status.link} {s.status.detail}".rstrip()
+                for s in monitor.sources if s.status.link != "connected"]
+    now = monitor.now()
+    with monitor.lock:
+        trackers = list(monitor.fleet.trackers.values())
+        for t in trackers:
+            if t.state not in AVAILABLE:
+                silent = f"silent for {t.silence(now):.1f} s" if t.state != "dead" else "dead"
+                problems.append(f"{t.name}: {t.state}, {silent}" + (f" ({t.isolation})" if t.isolation else ""))
+    if not trackers and not problems:
+        problems.append("no workers: the sources report none")
+    return problems, len(trackers)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -215,7 +346,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"hub": cmd_mock, "mock": cmd_mock, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
+COMMANDS = {"hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -48,10 +48,13 @@ class FleetState:
     # --- arrivals ---------------------------------------------------------------
 
     def join(self, now: float, name: str, interval_s: float, *, connected: bool | None,
-             isolation: str | None = None, pid: int | None = None, host: str | None = None) -> list[Transition]:
+             isolation: str | None = None, pid: int | None = None, host: str | None = None,
+             heard_at: float | None = None) -> list[Transition]:
+        """A worker (re)appears. ``heard_at``: when it last beat, if a snapshot says so."""
         tracker = self.trackers.get(name)
         if tracker is None:
-            tracker = self.trackers[name] = Tracker(name, interval_s, self.thresholds, now, connected=connected)
+            joined = now if heard_at is None else heard_at
+            tracker = self.trackers[name] = Tracker(name, interval_s, self.thresholds, joined, connected=connected)
             self.probes[name] = deque(maxlen=PROBE_HISTORY)
             changes = []
         else:

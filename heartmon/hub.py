@@ -3,8 +3,9 @@
 One websockets server serves all of it on one port: WebSocket paths go through the
 handshake, every other request is answered in ``process_request`` (websockets reads
 no request bodies, so commands take query parameters). The hub keeps the pool of
-*available* workers, so a command routed to ``any`` fails with "no available worker"
-exactly when the fleet is starved: the incident of DESIGN.md, reproduced.
+*available* workers with the same detector the monitor runs (available: ``healthy``
+or ``busy``), so a command routed to ``any`` fails with "no available worker" exactly
+when the monitor shows none: the incident of DESIGN.md, reproduced.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from heartmon.detector import Thresholds
+from heartmon.fleet_state import FleetState
 from heartmon.probes import ProbeRegistry
 from heartmon.protocol import (
     PROTOCOL_VERSION,
@@ -53,8 +56,6 @@ log = logging.getLogger("heartmon.hub")
 HARD_MAX_FRAME_BYTES = 1024 * 1024
 """Frames up to this size are read and refused with an error reply; larger ones make
 websockets close that one connection (1009), which is counted too."""
-AVAILABLE_WITHIN_INTERVALS = 3
-"""Provisional availability rule: last beat within 3 x interval."""
 
 
 class HubError(Exception):
@@ -72,7 +73,6 @@ class WorkerSession:
     hello: Hello
     ws: ServerConnection
     connected_at: float
-    last_beat_mono: float | None = None
     last_beat_at: float | None = None
     seq: int | None = None
     probe: str | None = None
@@ -85,17 +85,13 @@ class WorkerSession:
             last_beat_at=self.last_beat_at, seq=self.seq, probe=self.probe,
         )
 
-    def available(self, now_mono: float) -> bool:
-        if self.last_beat_mono is None:
-            return False
-        return now_mono - self.last_beat_mono <= AVAILABLE_WITHIN_INTERVALS * self.hello.interval_ms / 1000
-
 
 @dataclass
 class Hub:
     registry: ProbeRegistry
     token: str | None = None
     max_duration_s: float = 60.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
     name: str = "hub"
     wall: Callable[[], float] = time.time
     mono: Callable[[], float] = time.monotonic
@@ -107,6 +103,10 @@ class Hub:
     unauthorized: int = 0
     listeners: list[Callable[[Message], None]] = field(default_factory=list)
     """In-process subscribers: they see every event as /watch does, with no socket."""
+    fleet: FleetState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fleet = FleetState(self.thresholds, log_size=100)
 
     # --- serving ------------------------------------------------------------------
 
@@ -154,6 +154,7 @@ class Hub:
         finally:
             if session is not None and self.workers.get(session.hello.worker) is session:
                 del self.workers[session.hello.worker]
+                self.fleet.forget(session.hello.worker)
                 self._publish(WorkerLeft(worker=session.hello.worker, reason=reason, at=self.wall()))
 
     async def _refuse(self, ws: ServerConnection, exc: ProtocolError) -> None:
@@ -168,6 +169,8 @@ class Hub:
         old = self.workers.get(message.worker)
         session = WorkerSession(message, ws, connected_at=self.wall())
         self.workers[message.worker] = session
+        self.fleet.join(self.mono(), message.worker, message.interval_ms / 1000, connected=True,
+                        isolation=message.isolation, pid=message.pid, host=message.host)
         if old is not None:  # a reconnect whose old connection is not yet known dead
             self._publish(WorkerLeft(worker=message.worker, reason="replaced by a new connection", at=self.wall()))
             await old.ws.close(1000, "replaced by a new connection")
@@ -178,7 +181,9 @@ class Hub:
         name = session.hello.worker
         now = self.wall()
         if isinstance(message, Beat):
-            session.last_beat_mono, session.last_beat_at, session.seq = self.mono(), now, message.seq
+            session.last_beat_at, session.seq = now, message.seq
+            self.fleet.beat(self.mono(), name, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
+                            loop_lag_ms=message.loop_lag_ms)
             self.beats[name] += 1
             self._publish(WorkerBeat(worker=name, seq=message.seq, sent_at=message.sent_at, recv_at=now,
                                      loop_lag_ms=message.loop_lag_ms, main_blocked_ms=message.main_blocked_ms))
@@ -219,8 +224,9 @@ class Hub:
     # --- commands -----------------------------------------------------------------
 
     def available(self) -> list[WorkerSession]:
-        now = self.mono()
-        return [s for s in self.workers.values() if s.available(now)]
+        """Connected workers the detector calls healthy or busy, judged now."""
+        self.fleet.evaluate(self.mono())
+        return [self.workers[name] for name in self.fleet.available() if name in self.workers]
 
     async def inject(self, target: str, probe: str, duration_s: float, params: dict | None = None) -> dict:
         """Routes a probe to a worker (or ``any`` available one); raises HubError."""
@@ -232,9 +238,9 @@ class Hub:
             self._check_probe(probe, known)
             candidates = [s for s in self.available() if probe in s.hello.probes]
             if not candidates:
+                counts = ", ".join(f"{n} {state}" for state, n in self.fleet.counts().items() if n)
                 raise HubError(HTTPStatus.SERVICE_UNAVAILABLE, "no_available_worker",
-                               f"no available worker: none of {len(self.workers)} connected workers "
-                               f"has beaten within {AVAILABLE_WITHIN_INTERVALS} x its interval")
+                               f"no available worker for {probe!r}: {counts or 'no workers connected'}")
             session = min(candidates, key=lambda s: (s.probe is not None, s.hello.worker))
         else:
             session = self.workers.get(target)
@@ -281,9 +287,11 @@ class Hub:
             return None  # the WebSocket handshake goes on
         if path == "/api/workers":
             _allow(method, "GET")
-            now = self.mono()
+            available = {s.hello.worker for s in self.available()}
+            trackers = self.fleet.trackers
             return _json(ws, HTTPStatus.OK, [
-                {**s.info().model_dump(), "available": s.available(now)} for s in self.workers.values()
+                {**s.info().model_dump(), "state": trackers[name].state, "available": name in available}
+                for name, s in self.workers.items()
             ])
         if path == "/api/probes":
             _allow(method, "GET")
@@ -321,8 +329,10 @@ class Hub:
 
         family("heartmon_workers_connected", "gauge", "Workers with an open /connect session.",
                [("", len(self.workers))])
-        family("heartmon_workers_available", "gauge", "Connected workers that beat recently enough to take work.",
+        family("heartmon_workers_available", "gauge", "Connected workers that are healthy or busy: the pool.",
                [("", len(self.available()))])
+        family("heartmon_workers", "gauge", "Connected workers by detected state.",
+               [(f'{{state="{state}"}}', n) for state, n in self.fleet.counts().items()])
         family("heartmon_watchers_connected", "gauge", "Monitors subscribed on /watch.", [("", len(self.watchers))])
         family("heartmon_beats_total", "counter", "Heartbeats received, per worker.",
                [(f'{{worker="{w}"}}', n) for w, n in sorted(self.beats.items())])

@@ -2,8 +2,7 @@
 
 One worker per isolation mode, one probe at a time injected into all three at once;
 each cell is the largest gap between two heartbeats as the hub received them while
-the probe ran (the beat that ends the silence included). A cell is *starved* when that
-gap is past the hub's availability rule: the hub would have routed no work to it.
+the probe ran (the beat that ends the silence included).
 """
 
 from __future__ import annotations
@@ -15,10 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from heartmon.fleet import Fleet, worker_log
-from heartmon.hub import AVAILABLE_WITHIN_INTERVALS, Hub
+from heartmon.hub import Hub
 from heartmon.probes import ProbeRegistry
 from heartmon.protocol import ISOLATIONS, Message, WorkerBeat, WorkerProbeFinished
 
+STARVED_AFTER_INTERVALS = 3
+"""A cell is starved when its largest gap passed 3 intervals: past the detector's late
+threshold (2), so the hub took the worker out of its pool, and short of the starvation
+threshold (5), so that a probe of half a second still shows it clearly."""
 JOIN_TIMEOUT_S = 30.0
 SETTLE_S = 0.3
 
@@ -107,7 +110,7 @@ async def run_matrix(
     hub = Hub(registry, max_duration_s=max(60.0, duration_s))
     recorder = _Recorder()
     hub.listeners.append(recorder)
-    starved_after_s = AVAILABLE_WITHIN_INTERVALS * interval_ms / 1000
+    starved_after_s = STARVED_AFTER_INTERVALS * interval_ms / 1000
     cells: list[Cell] = []
     async with hub.serve("127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]

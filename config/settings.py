@@ -1,0 +1,98 @@
+"""heartmon's settings: one pydantic-settings model with nested sections.
+
+Sources, strongest first: command-line flags, ``HEARTMON_*`` environment variables
+(nested keys with ``__``: ``HEARTMON_DETECTOR__LATE_AFTER=3``), a TOML file
+(``--config PATH``, else ``$XDG_CONFIG_HOME/heartmon/config.toml`` if it exists), the
+defaults below. ``config/heartmon.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from heartmon.detector import Thresholds
+
+
+class ConfigError(Exception):
+    """Invalid configuration: the message names the key and the reason."""
+
+
+class HubSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="address the hub binds; anything but loopback needs a token")
+    port: int = Field(8787, ge=0, le=65535, description="port the hub binds; 0 picks a free one")
+    max_duration_s: float = Field(60.0, gt=0, description="longest probe the hub accepts")
+
+
+class MockSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workers: str = Field("none:2,thread:2,process:2", description="the mock fleet, MODE:COUNT,...")
+    interval_ms: int = Field(100, gt=0, description="heartbeat interval of the mock's workers")
+
+
+class MonitorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tick_ms: int = Field(50, gt=0, le=1000, description="how often the detector is evaluated")
+    stall_ms: int = Field(250, gt=0, description="a monitor stall longer than this is excused, not blamed on workers")
+    http_interval_ms: int = Field(1000, gt=0, description="poll interval of HTTP health endpoints")
+    http_timeout_ms: int = Field(2000, gt=0, description="an HTTP poll slower than this is a missed beat")
+    evidence_ms: int = Field(500, gt=0, description="how often local worker pids are checked for life and CPU use")
+    busy_cpu_percent: float = Field(50.0, gt=0, le=100, description="a local pid above this CPU use is evidence of life")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEARTMON_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+    token: str | None = Field(None, description="bearer token: required by a hub that has one, sent by clients")
+    sources: list[str] = Field(default_factory=list,
+                               description="what the monitor watches: ws://HOST:PORT hubs, [NAME=]http(s)://… endpoints")
+    hub: HubSettings = HubSettings()
+    mock: MockSettings = MockSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    detector: Thresholds = Thresholds()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "heartmon" / "config.toml"
+
+
+def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Builds the settings from every source; raises ConfigError with a readable reason."""
+    path = config if config is not None else default_config_path()
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist")
+    bound = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+    try:
+        return bound(**(overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors(include_url=False))
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid configuration: {path} is not valid TOML: {exc}") from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "settings"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and not isinstance(error["input"], dict):
+        return f"{key}: {message} (got {error['input']!r})"
+    return f"{key}: {message}"
