@@ -60,6 +60,8 @@ class Monitor:
         """Which hub each worker was heard from, for a resync after a reconnect."""
         self.lag_ms = 0.0
         """How late the ingest loop's last tick was: the monitor's own lag."""
+        self.ticks = 0
+        """Evaluations so far: proof that the ingest loop is alive."""
         self.crashed: BaseException | None = None
         self._wall_offset = time.time() - time.monotonic()
         self._thread: threading.Thread | None = None
@@ -134,6 +136,7 @@ class Monitor:
                 entries: list[LogEntry] = [self.fleet.monitor_stalled(last, now)] if lag > stall else []
                 entries.extend(self.fleet.evaluate(now))
             self._publish(entries)
+            self.ticks += 1
             last = now
 
     async def _evidence(self) -> None:
