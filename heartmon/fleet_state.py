@@ -49,12 +49,13 @@ class FleetState:
 
     def join(self, now: float, name: str, interval_s: float, *, connected: bool | None,
              isolation: str | None = None, pid: int | None = None, host: str | None = None,
-             heard_at: float | None = None) -> list[Transition]:
-        """A worker (re)appears. ``heard_at``: when it last beat, if a snapshot says so."""
+             heard_at: float | None = None, seq: int | None = None) -> list[Transition]:
+        """A worker (re)appears. ``heard_at`` and ``seq``: its last beat, if a snapshot says so."""
         tracker = self.trackers.get(name)
         if tracker is None:
             joined = now if heard_at is None else heard_at
-            tracker = self.trackers[name] = Tracker(name, interval_s, self.thresholds, joined, connected=connected)
+            tracker = self.trackers[name] = Tracker(name, interval_s, self.thresholds, joined, connected=connected,
+                                                    seq=seq)
             self.probes[name] = deque(maxlen=PROBE_HISTORY)
             changes = []
         else:

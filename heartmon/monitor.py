@@ -196,7 +196,7 @@ class Monitor:
             heard = info.last_beat_at if info.last_beat_at is not None else info.connected_at
             changes += self.fleet.join(now, info.worker, info.interval_ms / 1000, connected=True,
                                        isolation=info.isolation, pid=info.pid, host=info.host,
-                                       heard_at=now - max(0.0, snapshot.sent_at - heard))
+                                       heard_at=now - max(0.0, snapshot.sent_at - heard), seq=info.seq)
             if info.probe and self.fleet.trackers[info.worker].probe is None:
                 self.fleet.trackers[info.worker].probe = info.probe
         for name, owner in self.owner.items():
