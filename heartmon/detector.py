@@ -68,7 +68,7 @@ class Gaps:
     """The last N gaps between beats in a fixed array, with running sums: O(1) per beat
     and bounded memory whatever the run's length."""
 
-    __slots__ = ("_values", "_next", "count", "_sum", "_sumsq", "_pushes", "max")
+    __slots__ = ("_values", "_next", "count", "_sum", "_sumsq", "max")
 
     def __init__(self, capacity: int) -> None:
         self._values = array("d", bytes(8 * capacity))
@@ -76,26 +76,25 @@ class Gaps:
         self.count = 0
         self._sum = 0.0
         self._sumsq = 0.0
-        self._pushes = 0
         self.max = 0.0
 
     def push(self, gap: float) -> None:
-        capacity = len(self._values)
-        if self.count == capacity:
-            old = self._values[self._next]
+        values = self._values
+        index = self._next
+        if self.count == len(values):
+            old = values[index]
             self._sum -= old
             self._sumsq -= old * old
         else:
             self.count += 1
-        self._values[self._next] = gap
-        self._next = (self._next + 1) % capacity
+        values[index] = gap
+        self._next = index + 1 if index + 1 < len(values) else 0
         self._sum += gap
         self._sumsq += gap * gap
-        self.max = max(self.max, gap)
-        self._pushes += 1
-        if self._pushes % capacity == 0:  # running sums drift; refresh them once per lap
-            window = self.recent()
-            self._sum, self._sumsq = math.fsum(window), math.fsum(g * g for g in window)
+        if gap > self.max:
+            self.max = gap
+        if self._next == 0:  # running sums drift; refresh them once per lap
+            self._sum, self._sumsq = math.fsum(values), math.fsum(g * g for g in values)
 
     def recent(self) -> list[float]:
         """Oldest first."""
@@ -194,24 +193,28 @@ class Tracker:
 
     def beat(self, now: float, seq: int | None = None, main_blocked_ms: float | None = None,
              loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:
-        if self.state == "dead":
+        state = self.state
+        if state == "dead":
             return []  # a beat in flight when the connection closed; only a hello revives
-        gap = now - (self.last_beat_at if self.last_beat_at is not None else self.joined_at)
-        if self.last_beat_at is not None:
+        last = self.last_beat_at
+        gap = now - (last if last is not None else self.joined_at)
+        if last is not None:
             self.gaps.push(gap)
-        missed = max(0, seq - self.seq - 1) if seq is not None and self.seq is not None else 0
+        missed = seq - self.seq - 1 if seq is not None and self.seq is not None and seq > self.seq + 1 else 0
         self.missed += missed
-        episode = None
-        if self.state in SILENT:
-            self.episodes += 1
-            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms)
         self.last_beat_at, self.seq, self.beats = now, seq, self.beats + 1
         self.main_blocked_ms, self.loop_lag_ms, self.latency_ms = main_blocked_ms, loop_lag_ms, latency_ms
         blocked = main_blocked_ms is not None and main_blocked_ms >= self.thresholds.busy_after * self.interval_s * 1000
-        if blocked:
-            return self._move(now, "busy", f"main loop blocked for {main_blocked_ms:.0f} ms", episode)
-        reason = f"beat after {gap * 1000:.0f} ms" if episode else "main loop free again"
-        return self._move(now, "healthy", reason, episode)
+        if state in SILENT:
+            self.episodes += 1
+            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms)
+            after = "busy" if blocked else "healthy"
+            return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode)
+        if blocked and state != "busy":
+            return self._move(now, "busy", f"main loop blocked for {main_blocked_ms:.0f} ms")
+        if not blocked and state == "busy":
+            return self._move(now, "healthy", "main loop free again")
+        return []
 
     def disconnected(self, now: float, reason: str) -> list[Transition]:
         self.connected = False

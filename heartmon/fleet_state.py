@@ -125,5 +125,6 @@ class FleetState:
         return [name for name, t in self.trackers.items() if t.state in AVAILABLE]
 
     def _record(self, changes: list[Transition]) -> list[Transition]:
-        self.log.extend(changes)
+        if changes:
+            self.log.extend(changes)
         return changes

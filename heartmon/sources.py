@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from heartmon.agent import backoff_delay
-from heartmon.protocol import Error, ProtocolError, Snapshot, decode_to_monitor
+from heartmon.protocol import MAX_MONITOR_FRAME_BYTES, Error, ProtocolError, Snapshot, decode_to_monitor
 from heartmon.urls import hub_ws
 
 Link = Literal["connecting", "connected", "retrying"]
@@ -62,7 +62,7 @@ class HubSource:
             self._set(ingest, "connecting", "")
             try:
                 async with connect(self.url, additional_headers=headers, compression=None, open_timeout=5,
-                                   max_size=None) as ws:
+                                   max_size=MAX_MONITOR_FRAME_BYTES) as ws:
                     attempt = 0
                     async for frame in ws:
                         now = ingest.now()
