@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test matrix clean
+.PHONY: run test matrix bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("heartmon needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 matrix: $(STAMP)
 	$(BIN)/heartmon matrix
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/detector.py
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
