@@ -12,3 +12,19 @@ def test_the_core_and_the_probes_do_not_import_textual():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_health_detection_is_pure():
+    """The detector and the fleet state take time as a parameter and do no I/O."""
+    import ast
+    from pathlib import Path
+
+    forbidden = {"asyncio", "socket", "time", "threading", "textual", "websockets", "httpx", "psutil", "datetime"}
+    root = Path(__file__).parents[2] / "heartmon"
+    for module in ("detector.py", "fleet_state.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & forbidden, f"{module} imports {imported & forbidden}"
