@@ -64,13 +64,16 @@ class RegexBacktrack(Probe):
     demonstrates = "The re engine holds the GIL while it backtracks: a thread starves too; a process does not."
 
     def run(self, duration_s: float, **params: object) -> None:
-        # The first match takes between 62% and all of the duration (one step of
-        # the golden ratio); smaller ones fill what is left.
+        # Each match is sized to at most 80% of the time left (so at least half of
+        # it: one step of the golden ratio below), and each one measured re-sizes the
+        # next, so a machine that gets busier meanwhile does not make it overshoot.
         step = _backtrack_seconds_per_step()
         deadline = time.monotonic() + duration_s
         while (remaining := deadline - time.monotonic()) > 0.001:
-            n = max(1, math.floor(math.log(max(remaining / step, 1.0), _GROWTH)))
+            n = max(1, math.floor(math.log(max(0.8 * remaining / step, 1.0), _GROWTH)))
+            start = time.perf_counter()
             _BACKTRACK.match("a" * n + "!")
+            step = max(step, (time.perf_counter() - start) / _GROWTH**n) if n >= _CALIBRATION_N else step
 
 
 class SyncSleep(Probe):
