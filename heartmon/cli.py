@@ -26,7 +26,7 @@ from heartmon.fleet import FleetSpecError, parse_fleet_spec
 from heartmon.hub import Hub
 from heartmon.lifeline import die_with_parent
 from heartmon.matrix import MatrixError, run_matrix
-from heartmon.mock import print_events, run_mock
+from heartmon.mock import EmbeddedMock, MockError, print_events, run_mock
 from heartmon.monitor import Monitor
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heartmon",
         description="A terminal monitor for worker heartbeat health: starved, dead, or busy but isolated. "
-        "With no command, runs the mock fleet.",
+        "With no command, runs the mock fleet and the monitor on it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     token_help = "bearer token (default: $HEARTMON_TOKEN)"
@@ -95,14 +95,20 @@ def _parser() -> argparse.ArgumentParser:
         detection.add_argument(f"--{flag}", type=_positive_float, metavar="N",
                                help=f"{flag.replace('-', ' ')} N intervals (default: {default})")
 
+    run = sub.add_parser("run", parents=[configured, detection],
+                         help="the embedded mock fleet and the monitor on it (what bare 'heartmon' does)")
+    watch = sub.add_parser("watch", parents=[configured, detection], help="the monitor, on hubs and HTTP endpoints")
     hub = sub.add_parser("hub", parents=[configured, detection], help="run a hub alone, for workers started elsewhere")
     mock = sub.add_parser("mock", parents=[configured, detection], help="run a hub and a fleet of real worker processes")
     for server in (hub, mock):
         server.add_argument("--host", help="address to bind (default: 127.0.0.1)")
         server.add_argument("--port", type=int, help="port to bind, 0 for any free one (default: 8787)")
         server.add_argument("--max-duration-s", type=_positive_float, help="longest probe the hub accepts (default: 60)")
-    mock.add_argument("--workers", help="MODE:COUNT,... (default: none:2,thread:2,process:2)")
-    mock.add_argument("--interval-ms", type=_positive_int, help="heartbeat interval (default: 100)")
+    for fleet in (run, mock):
+        fleet.add_argument("--workers", help="MODE:COUNT,... (default: none:2,thread:2,process:2)")
+        fleet.add_argument("--interval-ms", type=_positive_int, help="heartbeat interval (default: 100)")
+    run.add_argument("--port", type=int, help="port of the embedded hub (default: 8787)")
+    mock.add_argument("--quiet", action="store_true", help="print only the hub's address, no events")
 
     source_help = "ws://HOST:PORT (a hub) or [NAME=]http(s)://… (a health endpoint); default: 'sources' of the config"
     events = sub.add_parser("events", parents=[configured, detection],
@@ -115,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
     check.add_argument("--within", type=_positive_float, default=3.0, metavar="SECONDS",
                        help="how long to wait for a healthy fleet (default: 3)")
-    for command in (events, check):
+    watch.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
+    for command in (events, check, watch):
         command.add_argument("--http-interval-ms", type=_positive_int, help="poll interval of HTTP sources (default: 1000)")
 
     worker = sub.add_parser("worker", help="run one worker and connect it to a hub")
@@ -200,11 +207,12 @@ def cmd_mock(args: argparse.Namespace) -> int:
     _check_exposure(host, settings.token)
     hub = Hub(load_registry(), token=settings.token, max_duration_s=settings.hub.max_duration_s,
               thresholds=settings.detector)
-    hub.listeners.append(print_events)
+    if not getattr(args, "quiet", False):
+        hub.listeners.append(print_events)
 
     def ready(url: str, fleet) -> None:
         print(f"hub listening on {url}", flush=True)
-        if fleet.procs:
+        if fleet.procs and hub.listeners:
             print(f"started {len(fleet.procs)} workers: {', '.join(fleet.procs)}; Ctrl-C stops them all", flush=True)
             print(f"try: heartmon inject {next(iter(fleet.procs))} gil-hold --duration 2 --hub {url}", flush=True)
 
@@ -245,7 +253,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(as_json(entry, monitor.wall)), flush=True)
                 else:
-                    print(f"{clock_time(entry, monitor.wall)} {describe(entry)}", flush=True)
+                    print(f"{clock_time(entry.at, monitor.wall)} {describe(entry)}", flush=True)
         except KeyboardInterrupt:
             pass
     return 0
@@ -283,9 +291,38 @@ def _unhealthy(monitor: Monitor) -> tuple[list[str], int]:
     return problems, len(trackers)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Bare `heartmon`: the mock fleet in a child process, the monitor on it."""
+    settings = settings_from(args)
+    mock_args = ["--host", settings.hub.host, "--port", str(settings.hub.port), "--workers", settings.mock.workers,
+                 "--interval-ms", str(settings.mock.interval_ms)]
+    if args.config:
+        mock_args += ["--config", str(args.config)]
+    try:
+        with EmbeddedMock(mock_args) as url:
+            return _tui(settings, [url])
+    except MockError as exc:
+        raise UsageError(f"the mock fleet did not start: {exc.args[0].removeprefix('heartmon: ')}") from None
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    monitor = _monitor(args)
+    return _tui(monitor.settings, [], monitor)
+
+
+def _tui(settings: Settings, sources: list[str], monitor: Monitor | None = None) -> int:
+    from heartmon.tui.app import HeartmonApp  # Textual only where a screen is wanted
+    from heartmon.tui.hub_client import HubClient
+
+    monitor = monitor or Monitor(settings, sources)
+    app = HeartmonApp(monitor, HubClient(settings.token))
+    signal.signal(signal.SIGTERM, lambda *_: app.exit())
+    with monitor:
+        app.run()
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    if parent := os.environ.get("HEARTMON_DIE_WITH"):
-        die_with_parent(int(parent))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = args.name or f"{args.isolation}-{os.getpid()}"
     config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation,
@@ -346,13 +383,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
+COMMANDS = {"run": cmd_run, "watch": cmd_watch, "hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # the main job: the embedded mock fleet and the monitor
     args = _parser().parse_args(argv)
-    if args.command is None:  # the main job: the embedded mock fleet
-        args = _parser().parse_args(["mock", *([] if argv is None else argv)])
+    if parent := os.environ.get("HEARTMON_DIE_WITH"):  # started by another heartmon: die with it
+        die_with_parent(int(parent))
     try:
         code = COMMANDS[args.command](args)
     except UsageError as exc:

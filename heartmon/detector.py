@@ -102,6 +102,13 @@ class Gaps:
             return list(self._values[: self.count])
         return list(self._values[self._next :]) + list(self._values[: self._next])
 
+    def last(self, n: int) -> list[float]:
+        """The newest `n` gaps, oldest first, without copying the whole window."""
+        n = min(n, self.count)
+        if n <= self._next:
+            return list(self._values[self._next - n : self._next])
+        return list(self._values[len(self._values) - (n - self._next) :]) + list(self._values[: self._next])
+
     @property
     def mean(self) -> float:
         return self._sum / self.count if self.count else 0.0

@@ -44,6 +44,8 @@ class FleetState:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=STALL_WINDOWS)
         self.probes: dict[str, deque[ProbeRun]] = {}
         self.unknown_beats = 0
+        self.logged = 0
+        """Entries ever logged: a reader that remembers it knows which entries are new."""
 
     # --- arrivals ---------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class FleetState:
         self.stalls.append((start, end))
         stall = MonitorStall(end, end - start)
         self.log.append(stall)
+        self.logged += 1
         return stall
 
     def excused(self, since: float, now: float) -> float:
@@ -127,4 +130,10 @@ class FleetState:
     def _record(self, changes: list[Transition]) -> list[Transition]:
         if changes:
             self.log.extend(changes)
+            self.logged += len(changes)
         return changes
+
+    def new_entries(self, seen: int) -> list[LogEntry]:
+        """Entries logged after the first ``seen`` (as many as the log still holds)."""
+        fresh = min(self.logged - seen, len(self.log))
+        return list(self.log)[len(self.log) - fresh:] if fresh > 0 else []

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import datetime
 
@@ -60,5 +64,46 @@ async def run_mock(
             finally:
                 # In a thread, so that the hub keeps serving the workers' goodbyes.
                 await asyncio.to_thread(fleet.stop)
-                if fleet.procs:
+                if fleet.procs and hub.listeners:
                     print(f"stopped {len(fleet.procs)} workers", file=sys.stderr, flush=True)
+
+
+class EmbeddedMock:
+    """`heartmon mock` as a child process that dies with us, for `heartmon` itself.
+
+    Its own process, not a thread of the monitor: the hub's clock and pool must not
+    share a GIL with the UI. It is stopped on exit, and killed by the kernel if we die
+    first (PR_SET_PDEATHSIG, passed down through HEARTMON_DIE_WITH).
+    """
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> str:
+        self._errors = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "heartmon", "mock", "--quiet", *self.args],
+            env=dict(os.environ, HEARTMON_DIE_WITH=str(os.getpid())),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors, text=True,
+        )
+        line = self.proc.stdout.readline()  # the first line is the address, or EOF on failure
+        if not line.startswith("hub listening on "):
+            self.__exit__()
+            self._errors.seek(0)
+            raise MockError(self._errors.read().strip() or "the mock fleet did not start")
+        return line.split()[-1]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._errors.close()
+
+
+class MockError(RuntimeError):
+    pass

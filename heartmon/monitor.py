@@ -42,6 +42,7 @@ class Monitor:
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         hostname: str | None = None,
+        epoch_offset: float | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -63,7 +64,7 @@ class Monitor:
         self.ticks = 0
         """Evaluations so far: proof that the ingest loop is alive."""
         self.crashed: BaseException | None = None
-        self._wall_offset = time.time() - time.monotonic()
+        self._wall_offset = time.time() - clock() if epoch_offset is None else epoch_offset
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None

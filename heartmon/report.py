@@ -37,5 +37,6 @@ def as_json(entry: LogEntry, wall: Wall) -> dict:
     return record
 
 
-def clock_time(entry: LogEntry, wall: Wall) -> str:
-    return datetime.fromtimestamp(wall(entry.at)).strftime("%H:%M:%S.%f")[:-3]
+def clock_time(t: float, wall: Wall) -> str:
+    """The monitor's time `t` as local wall-clock time, to the millisecond."""
+    return datetime.fromtimestamp(wall(t)).strftime("%H:%M:%S.%f")[:-3]

@@ -72,7 +72,7 @@ class HubSource:
                             self.rejected += 1
                             continue
                         if isinstance(message, Snapshot):
-                            self._set(ingest, "connected", f"{len(message.workers)} workers")
+                            self._set(ingest, "connected", "")
                         if not isinstance(message, Error):
                             ingest.hub_message(self.status.label, message, now)
                     detail = "hub closed the stream"

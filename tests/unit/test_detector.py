@@ -224,3 +224,11 @@ def test_the_two_rules_agree_on_clear_cut_cases(interval, silence, connected):
         results[thresholds.rule + "-far"] = t.state
     assert results["fixed"][1] == results["phi"][1] == "healthy"
     assert results["fixed-far"] == results["phi-far"] == ("starved" if connected else "dead")
+
+
+@given(capacity=st.integers(1, 20), pushes=st.integers(0, 60), n=st.integers(0, 25))
+def test_gaps_last_is_the_tail_of_recent(capacity, pushes, n):
+    gaps = Gaps(capacity)
+    for i in range(pushes):
+        gaps.push(float(i))
+    assert gaps.last(n) == gaps.recent()[len(gaps.recent()) - min(n, gaps.count):]

@@ -1,0 +1,105 @@
+"""What the screen shows, computed from the fleet state: rows, order, summaries.
+
+Plain functions of a tracker and the time, so the table, the detail screen and the
+tests share one way of saying "p99 gap" or "starved for 1.2 s".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from heartmon.detector import AVAILABLE, STATES, State, Tracker
+
+SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "starved": "▲", "dead": "✕"}
+"""A symbol beside every state word: the state is never told by colour alone."""
+
+WORST_FIRST: dict[State, int] = {"starved": 0, "late": 1, "dead": 2, "busy": 3, "healthy": 4}
+"""What is going wrong now, then what is gone, then what is fine."""
+
+SORTS = ("worst first", "name", "max gap", "p99 gap", "missed")
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_GAPS = 12
+
+COLUMNS = ("worker", "isolation", "state", "last beat", "interval", "p99 gap", "max gap", "blocked", "missed",
+           "episodes", "recent gaps")
+WIDTHS = (14, 9, 10, 9, 8, 8, 8, 8, 6, 8, SPARK_GAPS)
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    value = seconds * 1000
+    return f"{value:.0f}ms" if value < 10_000 else f"{seconds:.0f}s"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.1f}s" if seconds < 100 else f"{seconds / 60:.0f}m"
+
+
+def sparkline(gaps: list[float], ceiling: float) -> str:
+    """Recent gaps as bars scaled to `ceiling` (the starvation threshold): a full bar is
+    a silence long enough to starve."""
+    return "".join(SPARK[min(len(SPARK) - 1, int(g / ceiling * (len(SPARK) - 1)))] for g in gaps[-SPARK_GAPS:])
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    state: State
+    cells: tuple[str, ...]
+
+
+def row(t: Tracker, now: float) -> Row:
+    silence = t.silence(now) if t.state != "dead" else None
+    blocked = f"{t.main_blocked_ms:.0f}ms" if t.main_blocked_ms is not None else "–"
+    starve_s = t.thresholds.starved_after * t.interval_s
+    gaps = t.gaps
+    return Row(t.name, t.state, (
+        t.name,
+        t.isolation or "http",
+        f"{SYMBOL[t.state]} {t.state}",
+        age(silence),
+        ms(t.interval_s),
+        ms(gaps.percentile(0.99)) if gaps.count else "–",
+        ms(gaps.max) if gaps.count else "–",
+        blocked,
+        str(t.missed),
+        str(t.episodes),
+        sparkline(gaps.last(SPARK_GAPS), starve_s),
+    ))
+
+
+def order(trackers: Iterable[Tracker], sort: str, text: str) -> list[Tracker]:
+    """Filtered by a substring of name, isolation or state; sorted as asked."""
+    needle = text.lower().strip()
+    chosen = [t for t in trackers if not needle or needle in f"{t.name} {t.isolation or 'http'} {t.state}".lower()]
+    keys = {
+        "worst first": lambda t: (WORST_FIRST[t.state], t.name),
+        "name": lambda t: t.name,
+        "max gap": lambda t: (-t.gaps.max, t.name),
+        "p99 gap": lambda t: (-(t.gaps.percentile(0.99) if t.gaps.count else 0.0), t.name),
+        "missed": lambda t: (-t.missed, t.name),
+    }
+    return sorted(chosen, key=keys[sort])
+
+
+@dataclass(frozen=True)
+class Summary:
+    counts: dict[State, int]
+    available: int
+    total: int
+
+    @property
+    def no_available_worker(self) -> bool:
+        return self.total > 0 and self.available == 0
+
+
+def summarize(trackers: Iterable[Tracker]) -> Summary:
+    counts = dict.fromkeys(STATES, 0)
+    for t in trackers:
+        counts[t.state] += 1
+    total = sum(counts.values())
+    return Summary(counts, sum(counts[s] for s in AVAILABLE), total)

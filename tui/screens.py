@@ -1,0 +1,236 @@
+"""The detail screen, the inject dialog and the help screen."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from heartmon.detector import Transition
+from heartmon.protocol import ISOLATIONS
+from heartmon.report import clock_time, describe
+from heartmon.tui.model import SYMBOL, age, ms
+from heartmon.tui.widgets import GapPlot
+
+if TYPE_CHECKING:
+    from heartmon.tui.app import HeartmonApp
+
+PLOT_GAPS = 200
+BUCKETS = ((0.5, "< 0.5×"), (1.0, "0.5–1×"), (1.5, "1–1.5×"), (2.0, "1.5–2×"), (5.0, "2–5× late"),
+           (float("inf"), "≥ 5× starved"))
+
+
+class DetailScreen(Screen):
+    """One worker: its gaps over time against the thresholds, their distribution,
+    its episodes and the probes it ran."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("i", "app.inject", "inject")]
+
+    def __init__(self, worker: str) -> None:
+        super().__init__()
+        self.worker = worker
+
+    @property
+    def heartmon(self) -> HeartmonApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail"):
+            yield Static(id="detail-title")
+            yield GapPlot([], 0.2, 0.5, id="detail-plot")
+            with Horizontal(id="detail-columns"):
+                yield Static(id="detail-distribution")
+                yield Static(id="detail-episodes")
+                yield Static(id="detail-probes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_view()
+        self.set_interval(self.heartmon.tick_s, self.refresh_view)
+
+    def refresh_view(self) -> None:
+        monitor = self.heartmon.monitor
+        now = monitor.now()
+        with monitor.lock:
+            t = monitor.fleet.trackers.get(self.worker)
+            if t is None:
+                return
+            gaps = t.gaps.last(PLOT_GAPS)
+            window = t.gaps.recent()
+            p50, p99 = (t.gaps.percentile(0.5), t.gaps.percentile(0.99)) if t.gaps.count else (None, None)
+            episodes = [e for e in monitor.fleet.log if isinstance(e, Transition) and e.worker == self.worker
+                        and (e.episode or e.to_state in ("late", "starved", "dead"))]
+            runs = list(monitor.fleet.probes.get(self.worker, ()))
+            title = Text.assemble(
+                (f"{t.name}", "bold"), f"  {t.isolation or 'http'}  pid {t.pid or '–'} on {t.host or '–'}  ",
+                (f"{SYMBOL[t.state]} {t.state}", f"bold {_colour(t.state)}"),
+                f"  last beat {age(t.silence(now))} ago  every {ms(t.interval_s)}  "
+                f"p50 {ms(p50)}  p99 {ms(p99)}  max {ms(t.gaps.max if t.gaps.count else None)}  "
+                f"jitter {ms(t.gaps.std)}  missed {t.missed}  episodes {t.episodes}",
+            )
+            late_s, starved_s = t.thresholds.late_after * t.interval_s, t.thresholds.starved_after * t.interval_s
+            interval = t.interval_s
+        self.query_one("#detail-title", Static).update(title)
+        self.query_one(GapPlot).update(gaps, late_s, starved_s)
+        self.query_one("#detail-distribution", Static).update(_distribution(window, interval))
+        self.query_one("#detail-episodes", Static).update(self._episodes(episodes))
+        self.query_one("#detail-probes", Static).update(self._probes(runs))
+
+    def _episodes(self, entries: list[Transition]) -> Text:
+        text = Text("episodes\n", style="bold")
+        for entry in entries[-12:]:
+            text.append(f"{clock_time(entry.at, self.heartmon.monitor.wall)} ", style="dim")
+            text.append(describe(entry).removeprefix(f"{self.worker} ") + "\n")
+        if not entries:
+            text.append("none yet\n", style="dim")
+        return text
+
+    def _probes(self, runs: list) -> Text:
+        text = Text("probes\n", style="bold")
+        wall = self.heartmon.monitor.wall
+        for run in runs[-12:]:
+            when = clock_time(run.started_at, wall)
+            outcome = ("running…" if run.elapsed_s is None else f"{run.elapsed_s:.2f} s"
+                       + (f", error: {run.error}" if run.error else ""))
+            text.append(f"{when} ", style="dim")
+            text.append(f"{run.probe} {run.duration_s:g} s: {outcome}\n")
+        if not runs:
+            text.append("none yet\n", style="dim")
+        return text
+
+
+def _colour(state: str) -> str:
+    return {"healthy": "green", "busy": "blue", "late": "yellow", "starved": "red", "dead": "grey50"}[state]
+
+
+def _distribution(gaps: list[float], interval_s: float) -> Text:
+    text = Text(f"gap distribution ({len(gaps)} gaps, × interval)\n", style="bold")
+    counts = [0] * len(BUCKETS)
+    for gap in gaps:
+        ratio = gap / interval_s
+        counts[next(i for i, (upper, _) in enumerate(BUCKETS) if ratio < upper)] += 1
+    top = max(counts) or 1
+    for (_, label), count in zip(BUCKETS, counts):
+        bar = "█" * round(20 * count / top)
+        style = "red" if "starved" in label else "yellow" if "late" in label else "green"
+        text.append(f"{label:>13} ")
+        text.append(f"{bar:<20}", style=style)
+        text.append(f" {count}\n")
+    return text
+
+
+class InjectScreen(ModalScreen[None]):
+    """Pick a probe, a duration and a target; the hub's answer is shown as it comes."""
+
+    BINDINGS = [Binding("escape", "dismiss", "close")]
+
+    def __init__(self, selected: str | None) -> None:
+        super().__init__()
+        self.selected = selected
+
+    @property
+    def heartmon(self) -> HeartmonApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        targets = ([(f"{self.selected} (selected)", f"worker:{self.selected}")] if self.selected else [])
+        targets += [("any available worker", "any")]
+        targets += [(f"every {mode} worker", f"isolation:{mode}") for mode in ISOLATIONS]
+        with Vertical(id="inject-dialog"):
+            yield Label("Inject load into a worker's main thread", id="inject-title")
+            yield OptionList(id="inject-probes")
+            with Horizontal(classes="inject-row"):
+                yield Label("duration (s)")
+                yield Input("5", id="inject-duration", restrict=r"[0-9.]*")
+                yield Label("target")
+                yield Select(targets, value=targets[0][1], allow_blank=False, id="inject-target")
+            with Horizontal(classes="inject-row"):
+                yield Button("Inject", variant="primary", id="inject-send")
+                yield Button("Close", id="inject-close")
+            yield Static("loading the hub's probes…", id="inject-answer")
+
+    async def on_mount(self) -> None:
+        self.run_worker(self._load_probes(), exclusive=True)
+
+    async def _load_probes(self) -> None:
+        answer = self.query_one("#inject-answer", Static)
+        hub = self.heartmon.hub_for(self.selected)
+        if hub is None:
+            answer.update("no hub to send commands to: inject works on hub sources (ws://…)")
+            return
+        try:
+            probes = await self.heartmon.hub_client.probes(hub)
+        except Exception as exc:  # shown, not raised: the dialog stays usable
+            answer.update(Text(f"cannot list the hub's probes: {exc}", style="red"))
+            return
+        options = self.query_one("#inject-probes", OptionList)
+        for probe in probes:
+            options.add_option(Option(Text.assemble((probe["name"], "bold"), "\n  ", (probe["description"], "dim")),
+                                      id=probe["name"]))
+        options.highlighted = 0
+        options.focus()
+        answer.update(f"hub {hub}: {len(probes)} probes")
+
+    async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        await self.send()  # enter on a probe sends it
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "inject-close":
+            self.dismiss()
+        elif event.button.id == "inject-send":
+            await self.send()
+
+    async def send(self) -> None:
+        answer = self.query_one("#inject-answer", Static)
+        options = self.query_one("#inject-probes", OptionList)
+        if options.highlighted is None:
+            answer.update(Text("choose a probe first", style="red"))
+            return
+        probe = options.get_option_at_index(options.highlighted).id
+        try:
+            duration = float(self.query_one("#inject-duration", Input).value)
+        except ValueError:
+            answer.update(Text("the duration must be a number of seconds", style="red"))
+            return
+        target = str(self.query_one("#inject-target", Select).value)
+        answers = await self.heartmon.inject(target, str(probe), duration)
+        text = Text()
+        for one in answers:
+            text.append(one.text + "\n", style="green" if one.ok else "red")
+        answer.update(text)
+
+
+HELP = """\
+[b]heartmon[/b]: which workers are starved, which are dead, which are busy but isolated.
+
+[b]States[/b]
+  ● healthy   beats arrive on time
+  ◑ busy      beats on time, main loop blocked: isolated heavy work (only thread/process agents can say)
+  ◌ late      silent past the late threshold
+  ▲ starved   silent past the starvation threshold while alive (connection open, or pid burning CPU)
+  ✕ dead      connection closed, process gone, or silent past dead_after with no evidence of life
+
+[b]Keys[/b]
+  enter  a worker's details: gaps over time, distribution, episodes, probes
+  i      inject a probe (load) into a worker, any worker, or every worker of a mode
+  s      cycle the sort: worst first, name, max gap, p99 gap, missed
+  /      filter by name, isolation or state (esc clears)
+  p      pause the display (ingest goes on)
+  ctrl+p the command palette
+  q      quit (and stop every process heartmon started)
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "dismiss", "close"), Binding("question_mark", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help"):
+            yield Static(HELP)
+            yield Label("esc to close", classes="dim")
