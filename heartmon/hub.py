@@ -298,9 +298,7 @@ class Hub:
             return _json(ws, HTTPStatus.OK, self.registry.describe())
         if path == "/metrics":
             _allow(method, "GET")
-            response = ws.respond(HTTPStatus.OK, self.metrics())
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-            return response
+            return _respond(ws, HTTPStatus.OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
         if len(parts) == 4 and parts[:2] == ["api", "workers"] and parts[3] == "inject":
             _allow(method, "POST")
             probe = _one(query, "probe")
@@ -359,7 +357,14 @@ def _one(query: dict[str, list[str]], key: str) -> str:
 
 
 def _json(ws: ServerConnection, status: HTTPStatus, body: object) -> Response:
-    response = ws.respond(status, json.dumps(body) + "\n")
-    response.headers["Content-Type"] = "application/json"
+    return _respond(ws, status, json.dumps(body) + "\n", "application/json")
+
+
+def _respond(ws: ServerConnection, status: HTTPStatus, text: str, content_type: str) -> Response:
+    response = ws.respond(status, text)
+    response.headers["Content-Type"] = content_type
+    # websockets half-closes after an HTTP answer and waits for the client to close;
+    # a keep-alive client never would, and the hub could not shut down.
+    response.headers["Connection"] = "close"
     return response
 

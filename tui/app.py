@@ -125,13 +125,15 @@ class HeartmonApp(App):
             line.append("  ")
         for state in ("starved", "late", "dead", "busy", "healthy"):
             count = summary.counts[state]
-            line.append(f"{SYMBOL[state]} {state} {count}   ", style=_state_style(state) if count else "dim")
+            style = ("bold" if summary.no_available_worker else _state_style(state)) if count else "dim"
+            line.append(f"{SYMBOL[state]} {state} {count}   ", style=style)
         line.append(f"available {summary.available}/{summary.total}", style="bold")
-        line.append(f"   sort: {self.sort}")
+        line.append(f" · sort: {self.sort}", style="dim")
         if self.filter_text:
-            line.append(f"   filter: {self.filter_text}")
+            line.append(f" · filter: {self.filter_text}")
         if self.paused:
-            line.append("   PAUSED", style="bold reverse")
+            line.append(" · ")
+            line.append(" PAUSED ", style="bold reverse")
         widget.update(line)
 
     # --- actions ------------------------------------------------------------------

@@ -36,6 +36,7 @@ def ms(seconds: float | None) -> str:
 def age(seconds: float | None) -> str:
     if seconds is None:
         return "–"
+    seconds = max(0.0, seconds)
     return f"{seconds:.1f}s" if seconds < 100 else f"{seconds / 60:.0f}m"
 
 

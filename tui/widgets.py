@@ -162,7 +162,7 @@ class GapPlot(Widget):
         """A log scale from an eighth of the late threshold up: ordinary gaps and a
         starvation of seconds are both readable on one plot."""
         height = max(3, self.size.height - 1)
-        width = max(10, self.size.width - 18)
+        width = max(10, self.size.width - 26)  # the axis and the threshold labels
         gaps = self.gaps[-width:]
         bottom = self.late_s / 8
         top = max([self.starved_s * 2, *gaps])

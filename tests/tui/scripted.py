@@ -1,0 +1,139 @@
+"""A scripted fleet for snapshot tests: the real Monitor, never started, fed the frames
+a hub would send at times on a fake clock. Every pixel then depends only on the script."""
+
+from __future__ import annotations
+
+import httpx
+
+from heartmon.config import Settings
+from heartmon.monitor import Monitor
+from heartmon.protocol import (
+    Snapshot,
+    WorkerBeat,
+    WorkerInfo,
+    WorkerLeft,
+    WorkerProbeFinished,
+    WorkerProbeStarted,
+)
+from heartmon.tui.app import HeartmonApp
+from heartmon.tui.hub_client import HubClient
+
+HUB = "ws://127.0.0.1:8787"
+START = 1000.0
+EPOCH = 1_795_000_000.0 - START  # the fake clock's 1000.0 is 2026-11-18 09:46:40 UTC
+INTERVAL = 0.1
+FLEET = [("none-1", "none"), ("none-2", "none"), ("thread-1", "thread"), ("thread-2", "thread"),
+         ("process-1", "process"), ("process-2", "process")]
+PROBES = [
+    {"name": "busy-python", "description": "A pure-Python loop: bytecode runs without a break.", "demonstrates": "."},
+    {"name": "gil-hold", "description": "One long C call that never releases the GIL.", "demonstrates": "."},
+    {"name": "sync-sleep", "description": "A blocking call that releases the GIL.", "demonstrates": "."},
+]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = START
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Script:
+    def __init__(self, fleet=FLEET) -> None:
+        self.clock = FakeClock()
+        self.monitor = Monitor(Settings(), [HUB], clock=self.clock, epoch_offset=EPOCH, hostname="this-host")
+        self.monitor.sources[0].status.link = "connected"
+        self.seq = {name: 0 for name, _ in fleet}
+        self.blocked: dict[str, float] = {}
+        infos = [WorkerInfo(worker=name, isolation=iso, pid=4000 + i, host="fleet-host", interval_ms=100,
+                            agent="heartmon/0.1.0", probes=[p["name"] for p in PROBES], connected_at=START,
+                            last_beat_at=START, seq=0) for i, (name, iso) in enumerate(fleet)]
+        self.feed(Snapshot(v=1, hub="hub", sent_at=START, workers=infos))
+
+    def feed(self, message) -> None:
+        self.monitor.hub_message(HUB, message, self.clock.t)
+
+    def run(self, seconds: float, silent: tuple[str, ...] = ()) -> None:
+        """Every worker but the silent ones beats every interval, with a little
+        deterministic jitter; the detector is evaluated as the ingest tick would."""
+        for _ in range(round(seconds / INTERVAL)):
+            self.clock.t = round(self.clock.t + INTERVAL, 6)
+            for i, name in enumerate(self.seq):
+                self.seq[name] += 1
+                if name in silent or name in self.gone:
+                    continue
+                wobble = ((self.seq[name] * 7 + i * 3) % 5) * 0.004
+                isolated = not name.startswith("none")
+                blocked = self.blocked.get(name)
+                beat = WorkerBeat(worker=name, seq=self.seq[name], sent_at=0, recv_at=0, loop_lag_ms=0.2,
+                                  main_blocked_ms=(blocked or 1.0) if isolated else None)
+                self.monitor.hub_message(HUB, beat, self.clock.t - wobble)
+                if blocked is not None:
+                    self.blocked[name] = blocked + INTERVAL * 1000
+            with self.monitor.lock:
+                self.monitor.fleet.evaluate(self.clock.t)
+
+    @property
+    def gone(self) -> set[str]:
+        return {t.name for t in self.monitor.fleet.trackers.values() if t.state == "dead"}
+
+    def probe(self, worker: str, probe: str, duration: float, id: str = "a1b2c3") -> None:
+        self.feed(WorkerProbeStarted(worker=worker, id=id, probe=probe, duration_s=duration, recv_at=0))
+
+    def probe_done(self, worker: str, elapsed: float, id: str = "a1b2c3") -> None:
+        self.feed(WorkerProbeFinished(worker=worker, id=id, elapsed_s=elapsed, recv_at=0))
+
+    def leave(self, worker: str, reason: str = "connection lost") -> None:
+        self.feed(WorkerLeft(worker=worker, reason=reason, at=0))
+
+    def app(self) -> HeartmonApp:
+        async def hub(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/api/probes":
+                return httpx.Response(200, json=PROBES)
+            return httpx.Response(202, json={"id": "feedc0ffee12", "worker": "none-1", "probe": "gil-hold",
+                                             "duration_s": 5})
+
+        return HeartmonApp(self.monitor, HubClient(transport=httpx.MockTransport(hub)), lag_clock=lambda: 0.0)
+
+
+def healthy() -> Script:
+    script = Script()
+    script.run(10)
+    return script
+
+
+def starving() -> Script:
+    """none-1 under gil-hold for 1.5 s so far; process-1 under the same probe, busy."""
+    script = healthy()
+    script.probe("none-1", "gil-hold", 5)
+    script.probe("process-1", "gil-hold", 5, id="d4e5f6")
+    script.blocked["process-1"] = 0.0
+    script.run(1.5, silent=("none-1",))
+    return script
+
+
+def recovered() -> Script:
+    script = starving()
+    script.run(3.5, silent=("none-1",))
+    script.probe_done("none-1", 5.0)
+    script.probe_done("process-1", 5.0, id="d4e5f6")
+    del script.blocked["process-1"]
+    script.run(2)
+    return script
+
+
+def one_dead() -> Script:
+    script = healthy()
+    script.leave("thread-2")
+    script.run(1)
+    return script
+
+
+def none_available() -> Script:
+    script = Script(fleet=FLEET[:2])
+    script.run(5)
+    script.probe("none-1", "gil-hold", 5)
+    script.probe("none-2", "regex-backtrack", 5, id="b2")
+    script.run(1.2, silent=("none-1", "none-2"))
+    return script

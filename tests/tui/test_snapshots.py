@@ -1,0 +1,66 @@
+"""Snapshots of the real app on a scripted fleet (tests/tui/scripted.py).
+
+Plain `def` tests: pytest-textual-snapshot runs the app itself. Regenerate after a
+deliberate change with `pytest tests/tui --snapshot-update`, then look at the SVGs.
+"""
+
+from textual.widgets import Input
+
+from tests.tui import scripted
+
+WIDE = (130, 34)
+
+
+async def _settle(pilot) -> None:
+    for box in pilot.app.screen.query(Input):
+        box.cursor_blink = False
+    await pilot.pause()
+    await pilot.pause(0.1)
+
+
+def test_healthy_fleet(snap_compare):
+    assert snap_compare(scripted.healthy().app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_starvation_in_progress(snap_compare):
+    assert snap_compare(scripted.starving().app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_a_dead_worker(snap_compare):
+    assert snap_compare(scripted.one_dead().app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_a_busy_isolated_worker_after_recovery(snap_compare):
+    script = scripted.recovered()
+    script.probe("process-2", "busy-python", 3, id="e7")
+    script.blocked["process-2"] = 0.0
+    script.run(0.8)
+    assert snap_compare(script.app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_no_available_worker_banner(snap_compare):
+    assert snap_compare(scripted.none_available().app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_detail_screen(snap_compare):
+    async def open_none_1(pilot) -> None:
+        await pilot.press("enter")  # the cursor starts on the first row: none-1 after recovery? sorted by worst
+        await _settle(pilot)
+
+    app = scripted.recovered().app()
+    app.sort = "name"
+    assert snap_compare(app, terminal_size=WIDE, run_before=open_none_1)
+
+
+def test_inject_dialog(snap_compare):
+    async def open_dialog(pilot) -> None:
+        await pilot.press("i")
+        await _settle(pilot)
+        await pilot.press("down", "enter")
+        await _settle(pilot)
+
+    assert snap_compare(scripted.starving().app(), terminal_size=WIDE, run_before=open_dialog)
+
+
+def test_starvation_at_80x24(snap_compare):
+    assert snap_compare(scripted.starving().app(), terminal_size=(80, 24), run_before=_settle)
