@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test matrix bench clean
+.PHONY: run test matrix bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("heartmon needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
@@ -25,6 +25,10 @@ matrix: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/detector.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/tui.py
+
+screenshots: $(STAMP)
+	$(BIN)/python screenshots/generate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,11 +12,10 @@ lock, on its ingest thread). A benchmark that prints figures, not a test.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 
+import fake_hub
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import serve
 
 from heartmon.config import load_settings
 from heartmon.monitor import Monitor
@@ -44,13 +43,7 @@ def _sender(port, ready) -> None:
             await ws.send(frame)
         await ws.close()
 
-    async def main() -> None:
-        async with serve(stream, "127.0.0.1", 0, compression=None, max_size=None) as server:
-            port.value = server.sockets[0].getsockname()[1]
-            ready.set()
-            await asyncio.Future()
-
-    asyncio.run(main())
+    fake_hub.serve_stream(stream, port, ready)
 
 
 async def _raw(url: str) -> float:
@@ -63,7 +56,7 @@ async def _raw(url: str) -> float:
 
 
 def _monitor(url: str) -> float:
-    monitor = Monitor(load_settings(), [url.removesuffix("/watch")])
+    monitor = Monitor(load_settings(), [url])
     with monitor:
         deadline = time.monotonic() + 120
         while not monitor.fleet.trackers and time.monotonic() < deadline:
@@ -77,14 +70,9 @@ def _monitor(url: str) -> float:
 
 
 def main() -> None:
-    ctx = multiprocessing.get_context("spawn")
-    port, ready = ctx.Value("i", 0), ctx.Event()
-    sender = ctx.Process(target=_sender, args=(port, ready), daemon=True)
-    sender.start()
+    sender, url = fake_hub.start(_sender)
     try:
-        ready.wait(60)
-        url = f"ws://127.0.0.1:{port.value}/watch"
-        raw = asyncio.run(_raw(url))
+        raw = asyncio.run(_raw(f"{url}/watch"))
         pipeline = _monitor(url)
     finally:
         sender.kill()

@@ -144,7 +144,8 @@ class Beater:
                 # No websocket pings: beats are the liveness signal, and a ping timeout
                 # on a starved loop would turn "busy" into "closed".
                 async with connect(
-                    url, additional_headers=headers, compression=None, ping_interval=None, open_timeout=5
+                    url, additional_headers=headers, compression=None, ping_interval=None, open_timeout=5,
+                    close_timeout=2,
                 ) as ws:
                     await ws.send(encode(self._hello()))
                     log.info("%s connected to %s", self.config.name, url)

@@ -120,6 +120,9 @@ class Hub:
             # Heartbeats are the liveness signal; a ping timeout on a worker whose
             # loop is starved would wrongly turn "busy" into "connection lost".
             ping_interval=None,
+            # On shutdown a peer that cannot answer the close (its loop is starved)
+            # is dropped after 2 s rather than holding the hub for websockets' 10.
+            close_timeout=2,
             logger=logging.getLogger("heartmon.hub.ws"),
         )
 

@@ -26,7 +26,15 @@ BUCKETS = ((0.5, "< 0.5×"), (1.0, "0.5–1×"), (1.5, "1–1.5×"), (2.0, "1.5�
            (float("inf"), "≥ 5× starved"))
 
 
-class DetailScreen(Screen):
+class OfHeartmon:
+    """Screens that read the monitor and call the app's commands."""
+
+    @property
+    def heartmon(self) -> HeartmonApp:
+        return self.app  # type: ignore[attr-defined, return-value]
+
+
+class DetailScreen(OfHeartmon, Screen):
     """One worker: its gaps over time against the thresholds, their distribution,
     its episodes and the probes it ran."""
 
@@ -35,10 +43,6 @@ class DetailScreen(Screen):
     def __init__(self, worker: str) -> None:
         super().__init__()
         self.worker = worker
-
-    @property
-    def heartmon(self) -> HeartmonApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail"):
@@ -125,7 +129,7 @@ def _distribution(gaps: list[float], interval_s: float) -> Text:
     return text
 
 
-class InjectScreen(ModalScreen[None]):
+class InjectScreen(OfHeartmon, ModalScreen[None]):
     """Pick a probe, a duration and a target; the hub's answer is shown as it comes."""
 
     BINDINGS = [Binding("escape", "dismiss", "close")]
@@ -133,10 +137,6 @@ class InjectScreen(ModalScreen[None]):
     def __init__(self, selected: str | None) -> None:
         super().__init__()
         self.selected = selected
-
-    @property
-    def heartmon(self) -> HeartmonApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         targets = ([(f"{self.selected} (selected)", f"worker:{self.selected}")] if self.selected else [])

@@ -1,0 +1,74 @@
+"""Regenerates the SVG screenshots of the README from the real app on the real mock fleet.
+
+    make screenshots
+
+Starts `heartmon mock` (six real worker processes), opens the monitor on it headless,
+injects real load through the hub and saves what the screen shows at each step. Never
+edit the SVGs by hand: run this again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from heartmon.config import Settings
+from heartmon.mock import EmbeddedMock
+from heartmon.monitor import Monitor
+from heartmon.tui.app import HeartmonApp
+from heartmon.tui.hub_client import HubClient
+
+HERE = Path(__file__).parent
+SIZE = (130, 34)
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"screenshots: timed out waiting for {what}")
+
+
+async def main() -> None:
+    with EmbeddedMock(["--port", "0", "--workers", "none:2,thread:2,process:2", "--interval-ms", "100"]) as url:
+        monitor = Monitor(Settings(), [url])
+        app = HeartmonApp(monitor, HubClient())
+
+        def state(name: str) -> str | None:
+            tracker = monitor.fleet.trackers.get(name)
+            return tracker.state if tracker else None
+
+        with monitor:
+            async with app.run_test(size=SIZE) as pilot:
+                await _until(lambda: len(monitor.fleet.trackers) == 6
+                             and all(t.state == "healthy" and t.beats > 20 for t in monitor.fleet.trackers.values()),
+                             "a healthy fleet")
+                await pilot.pause(0.5)
+                app.save_screenshot("healthy.svg", str(HERE))
+
+                await app.inject("worker:none-1", "gil-hold", 5)
+                await app.inject("worker:process-1", "gil-hold", 5)
+                await _until(lambda: state("none-1") == "starved" and state("process-1") == "busy",
+                             "none-1 starved and process-1 busy")
+                await pilot.pause(1.0)
+                app.save_screenshot("starving.svg", str(HERE))
+
+                await _until(lambda: state("none-1") == "healthy" and monitor.fleet.trackers["none-1"].episodes,
+                             "none-1 to recover")
+                await pilot.press("s")  # by name: none-1 under the cursor
+                await pilot.press("enter")
+                await pilot.pause(1.0)
+                app.save_screenshot("detail.svg", str(HERE))
+
+                await pilot.press("escape", "i")
+                await pilot.pause(1.0)
+                await pilot.press("down", "down")
+                await pilot.pause(0.3)
+                app.save_screenshot("inject.svg", str(HERE))
+    print(f"wrote {', '.join(sorted(p.name for p in HERE.glob('*.svg')))} to {HERE}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
