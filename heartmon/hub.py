@@ -17,7 +17,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -56,6 +57,7 @@ log = logging.getLogger("heartmon.hub")
 HARD_MAX_FRAME_BYTES = 1024 * 1024
 """Frames up to this size are read and refused with an error reply; larger ones make
 websockets close that one connection (1009), which is counted too."""
+SHUTDOWN_S = 3.0
 
 
 class HubError(Exception):
@@ -110,8 +112,19 @@ class Hub:
 
     # --- serving ------------------------------------------------------------------
 
-    def serve(self, host: str, port: int) -> Server:
-        """An unstarted server: ``async with hub.serve(h, p) as server: ...``."""
+    @asynccontextmanager
+    async def listen(self, host: str, port: int) -> AsyncIterator[Server]:
+        """Serves inside the block; on the way out, stops within SHUTDOWN_S whatever
+        the peers do (a client that never closes its end must not hold us)."""
+        server = await self._serve(host, port)
+        try:
+            yield server
+        finally:
+            server.close()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_S)
+
+    def _serve(self, host: str, port: int) -> Server:
         return serve(
             self._handler, host, port,
             process_request=self._process_request,

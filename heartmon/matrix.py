@@ -112,7 +112,7 @@ async def run_matrix(
     hub.listeners.append(recorder)
     starved_after_s = STARVED_AFTER_INTERVALS * interval_ms / 1000
     cells: list[Cell] = []
-    async with hub.serve("127.0.0.1", 0) as server:
+    async with hub.listen("127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         with worker_log() as log:
             fleet = Fleet(f"ws://127.0.0.1:{port}", interval_ms, log=log)

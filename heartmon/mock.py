@@ -52,7 +52,7 @@ async def run_mock(
     on_ready: Callable[[str, Fleet], None],
 ) -> None:
     """Serves until cancelled; the fleet is stopped on the way out, whatever the way."""
-    async with hub.serve(host, port) as server:
+    async with hub.listen(host, port) as server:
         bound = server.sockets[0].getsockname()
         url = f"ws://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
         with worker_log() as log:

@@ -91,6 +91,15 @@ async def test_the_command_palette_knows_the_actions():
         assert app.sort == "name"
 
 
+async def _until(predicate, what: str, timeout_s: float = 20.0):
+    """Polls without blocking the app's loop; generous, as a person would wait."""
+    for _ in range(int(timeout_s / 0.05)):
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
 async def test_an_inject_from_the_dialog_reaches_a_real_worker(launch):
     hub = launch("mock", "--port", "0", "--interval-ms", "50", "--workers", "thread:1,process:1")
     with httpx.Client(base_url=hub.http, timeout=10) as client:
@@ -99,26 +108,13 @@ async def test_an_inject_from_the_dialog_reaches_a_real_worker(launch):
     app = HeartmonApp(monitor, HubClient())
     with monitor:
         async with app.run_test(size=(130, 34)) as pilot:
-            for _ in range(200):
-                if len(monitor.fleet.trackers) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            await _until(lambda: len(monitor.fleet.trackers) == 2, "the monitor to see both workers")
             await pilot.press("s")  # by name: process-1 first, under the cursor
             await pilot.press("i")
-            for _ in range(100):  # the dialog lists the hub's own probes
-                if app.screen.query_one("#inject-probes").option_count:
-                    break
-                await asyncio.sleep(0.05)
+            await _until(lambda: app.screen.query_one("#inject-probes").option_count, "the hub's probe list")
             await pilot.press("enter")  # the first probe, busy-python, for 5 s, into process-1
-            for _ in range(100):
-                answer = str(app.screen.query_one("#inject-answer").render())
-                if answer.startswith("202"):
-                    break
-                await asyncio.sleep(0.05)
+            answer = await _until(lambda: (text := str(app.screen.query_one("#inject-answer").render()))
+                                  .startswith("202") and text, "the hub's answer")
             assert answer.startswith("202: busy-python for 5 s into process-1")
-            for _ in range(100):  # the worker reports the probe: it really ran there
-                runs = list(monitor.fleet.probes["process-1"])
-                if runs:
-                    break
-                await asyncio.sleep(0.05)
-            assert runs and runs[-1].probe == "busy-python"
+            runs = await _until(lambda: list(monitor.fleet.probes["process-1"]), "the worker to report the probe")
+            assert runs[-1].probe == "busy-python"  # it really ran there
