@@ -7,7 +7,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import FLEET_ARGS, NAMES, wait_fleet_ready
+from tests.conftest import FLEET_ARGS, wait_fleet_ready
 from tests.harness import free_port, next_event, wait_gone, wait_until, watch, workers
 
 

@@ -220,7 +220,7 @@ def test_the_two_rules_agree_on_clear_cut_cases(interval, silence, connected):
         beats(t, interval, interval * 50, every=interval)
         last = t.last_beat_at
         results[thresholds.rule] = (t.evaluate(last + interval * 0.5 * silence) or [None])[0], t.state
-        far = t.evaluate(last + interval * 50)
+        t.evaluate(last + interval * 50)
         results[thresholds.rule + "-far"] = t.state
     assert results["fixed"][1] == results["phi"][1] == "healthy"
     assert results["fixed-far"] == results["phi-far"] == ("starved" if connected else "dead")
