@@ -75,3 +75,15 @@ def test_a_worker_reconnects_when_its_hub_comes_back(launch, isolation):
         joined = wait_until(lambda: workers(client).get("w"), 30, "the worker to reconnect")
         assert joined["isolation"] == isolation
         wait_until(lambda: workers(client)["w"]["available"], 10, "beats after the reconnect")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["quit", "crash"])
+def test_bare_heartmon_takes_its_mock_fleet_with_it(launch, sig):
+    """`heartmon` starts a mock (hub and six workers, two with heartbeat children) and
+    the monitor; however it ends, all of them end with it."""
+    running = launch("--port", "0", ready=None)
+    tree = wait_until(lambda: len(t := running.remember_tree()) >= 9 and t, 30,
+                      "the mock, its six workers and their heartbeat children")
+    running.stop(sig)
+    alive = wait_gone(tree)
+    assert not alive, [p.pid for p in alive]
