@@ -14,18 +14,23 @@ EXPECTED_STARVED = {
 }
 
 
+DURATION_S = 1.0
+"""gc-pause's single collections last 40-60% of the probe: at 1 s they stand well clear
+of the 150 ms line on a loaded 2-core machine; at 0.6 s they did not always."""
+
+
 def test_matrix_reproduces_the_gil_table():
-    result = subprocess.run([*HEARTMON, "matrix", "--duration", "0.6", "--interval-ms", "50", "--json"],
+    result = subprocess.run([*HEARTMON, "matrix", "--duration", str(DURATION_S), "--interval-ms", "50", "--json"],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     matrix = json.loads(result.stdout)
-    assert matrix["interval_ms"] == 50 and matrix["duration_s"] == 0.6
+    assert matrix["interval_ms"] == 50 and matrix["duration_s"] == DURATION_S
     cells = {(c["probe"], c["isolation"]): c for c in matrix["cells"]}
     got = {key: cells[key]["starved"] for key in EXPECTED_STARVED}
     assert got == EXPECTED_STARVED, "\n" + result.stderr
     for (probe, isolation), cell in cells.items():
         if isolation == "none":  # silent for the whole probe
-            assert cell["max_gap_ms"] >= 0.6 * 1000 * 0.8, (probe, cell)
+            assert cell["max_gap_ms"] >= DURATION_S * 1000 * 0.8, (probe, cell)
         if isolation == "process":  # never far from its interval
             assert cell["max_gap_ms"] < 150, (probe, cell)
     assert "[5/5]" in result.stderr  # the progress display

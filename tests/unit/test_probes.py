@@ -54,7 +54,7 @@ class _ThreadTicker:
 def test_probe_lasts_its_duration_and_blocks_a_thread_only_if_it_holds_the_gil(name):
     probe: Probe = load_registry().get(name)()
     probe.run(0.1)  # calibrations are cached per process, as in a long-lived worker
-    duration = 0.6
+    duration = 1.0
     with _ThreadTicker() as ticker:
         start = time.monotonic()
         probe.run(duration)
