@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from heartmon.detector import Thresholds
 
@@ -88,6 +94,9 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(f"invalid configuration: {problems}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid configuration: {path} is not valid TOML: {exc}") from None
+    except SettingsError as exc:  # e.g. HEARTMON_SOURCES that is not a JSON list
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid configuration: {exc}{cause}") from None
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -75,6 +75,12 @@ def test_invalid_values_name_the_key_and_the_reason(tmp_path, toml, says):
         load_settings(config)
 
 
+def test_an_unparsable_environment_variable_names_the_field(monkeypatch):
+    monkeypatch.setenv("HEARTMON_SOURCES", "ws://not-a-json-list:1")
+    with pytest.raises(ConfigError, match='field "sources" from source "EnvSettingsSource"'):
+        load_settings()
+
+
 def test_a_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
