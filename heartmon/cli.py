@@ -8,7 +8,6 @@ import ipaddress
 import json
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -32,7 +31,7 @@ from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
-from heartmon.urls import hub_http
+from heartmon.urls import check_address, hub_http
 
 DEFAULT_HUB = "ws://127.0.0.1:8787"
 
@@ -75,6 +74,13 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _hub_address(text: str) -> str:
+    try:
+        return check_address(text, ("ws", "wss", "http", "https"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--http-interval-ms", type=_positive_int, help="poll interval of HTTP sources (default: 1000)")
 
     worker = sub.add_parser("worker", help="run one worker and connect it to a hub")
-    worker.add_argument("--hub", default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
+    worker.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
     worker.add_argument("--isolation", choices=ISOLATIONS, default="none", help="where heartbeats are sent from")
     worker.add_argument("--name", help="worker name (default: MODE-PID)")
     worker.add_argument("--interval-ms", type=_positive_int, default=1000, help="heartbeat interval (default: 1000)")
@@ -137,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     inject = sub.add_parser("inject", help="inject a probe into a worker through the hub")
     inject.add_argument("worker", help="worker name, or 'any' for any available worker")
     inject.add_argument("probe", help="probe name (see 'heartmon probes')")
-    inject.add_argument("--duration", type=float, default=2.0, help="seconds (default: 2)")
-    inject.add_argument("--hub", default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
+    inject.add_argument("--duration", type=_positive_float, default=2.0, help="seconds (default: 2)")
+    inject.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
     inject.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
 
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
@@ -237,6 +243,7 @@ def _monitor(args: argparse.Namespace) -> Monitor:
 def cmd_events(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     links = {}
+    seen = 0
     deadline = time.monotonic() + args.for_s if args.for_s else None
     with monitor:
         try:
@@ -246,14 +253,18 @@ def cmd_events(args: argparse.Namespace) -> int:
                     if links.get(status.label) != (status.link, status.detail):
                         links[status.label] = (status.link, status.detail)
                         print(f"heartmon: {status.label}: {status.link} {status.detail}".rstrip(), file=sys.stderr)
-                try:
-                    entry = monitor.events.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if args.json:
-                    print(json.dumps(as_json(entry, monitor.wall)), flush=True)
-                else:
-                    print(f"{clock_time(entry.at, monitor.wall)} {describe(entry)}", flush=True)
+                if monitor.crashed:
+                    print(f"heartmon: the monitor stopped: {monitor.crashed!r}", file=sys.stderr)
+                    return 1
+                with monitor.lock:
+                    entries = monitor.fleet.new_entries(seen)
+                    seen = monitor.fleet.logged
+                for entry in entries:
+                    if args.json:
+                        print(json.dumps(as_json(entry, monitor.wall)), flush=True)
+                    else:
+                        print(f"{clock_time(entry.at, monitor.wall)} {describe(entry)}", flush=True)
+                time.sleep(0.05)
         except KeyboardInterrupt:
             pass
     return 0
@@ -264,6 +275,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.within
     with monitor:
         while True:
+            if monitor.crashed:
+                print(f"heartmon: the monitor stopped: {monitor.crashed!r}", file=sys.stderr)
+                return 1
             problems, total = _unhealthy(monitor)
             if not problems:
                 print(f"ok: all {total} workers healthy or busy")
@@ -298,8 +312,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "--interval-ms", str(settings.mock.interval_ms)]
     if args.config:
         mock_args += ["--config", str(args.config)]
+    # The hub judges its pool with exactly the monitor's thresholds (flags included,
+    # resolved into one variable) and asks for the same token.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTMON_DETECTOR__")}
+    env["HEARTMON_DETECTOR"] = settings.detector.model_dump_json()
+    if settings.token:
+        env["HEARTMON_TOKEN"] = settings.token
     try:
-        with EmbeddedMock(mock_args) as url:
+        with EmbeddedMock(mock_args, env) as url:
             return _tui(settings, [url])
     except MockError as exc:
         raise UsageError(f"the mock fleet did not start: {exc.args[0].removeprefix('heartmon: ')}") from None

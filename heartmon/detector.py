@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 State = Literal["healthy", "late", "starved", "busy", "dead"]
 STATES: tuple[State, ...] = ("dead", "starved", "late", "busy", "healthy")
-"""Worst first: the order the monitor sorts by and counts in."""
+"""Every state, for counting; the monitor's sort order is its own (heartmon.tui.model)."""
 AVAILABLE: frozenset[State] = frozenset({"healthy", "busy"})
 SILENT: frozenset[State] = frozenset({"late", "starved"})
 _LN10 = math.log(10)
@@ -190,12 +190,14 @@ class Tracker:
 
     # --- what happened ----------------------------------------------------------
 
-    def hello(self, now: float, interval_s: float, connected: bool | None) -> list[Transition]:
-        """A (re)join: the only way out of ``dead``."""
+    def hello(self, now: float, interval_s: float, connected: bool | None,
+              heard_at: float | None = None, seq: int | None = None) -> list[Transition]:
+        """A (re)join: the only way out of ``dead``. ``heard_at`` and ``seq``: its last
+        beat, when a hub's snapshot says so."""
         self.interval_s, self.connected = interval_s, connected
         if self.state != "dead":
             return []
-        self.joined_at, self.last_beat_at, self.seq = now, None, None
+        self.joined_at, self.last_beat_at, self.seq = (now if heard_at is None else heard_at), None, seq
         return self._move(now, "healthy", "joined again")
 
     def beat(self, now: float, seq: int | None = None, main_blocked_ms: float | None = None,
@@ -228,8 +230,10 @@ class Tracker:
         return self._move(now, "dead", reason)
 
     def evidence(self, now: float, alive: bool, cpu_busy: bool) -> list[Transition]:
+        """A local pid's reading. An open connection outranks it: a pid that looks gone
+        (another pid namespace under the same hostname) does not kill a connected worker."""
         self.cpu_busy = alive and cpu_busy
-        return [] if alive else self._move(now, "dead", "process gone")
+        return [] if alive or self.connected else self._move(now, "dead", "process gone")
 
     # --- what it means ----------------------------------------------------------
 
@@ -238,7 +242,8 @@ class Tracker:
         return bool(self.connected) or bool(self.cpu_busy)
 
     def silence(self, now: float) -> float:
-        return now - (self.last_beat_at if self.last_beat_at is not None else self.joined_at)
+        last = self.last_beat_at  # read once: another thread may be reviving the worker
+        return now - (last if last is not None else self.joined_at)
 
     def suspicion(self, silence_s: float) -> tuple[bool, bool]:
         """(late, suspected) by the configured rule."""

@@ -61,7 +61,7 @@ class FleetState:
             self.probes[name] = deque(maxlen=PROBE_HISTORY)
             changes = []
         else:
-            changes = tracker.hello(now, interval_s, connected)
+            changes = tracker.hello(now, interval_s, connected, heard_at, seq)
         tracker.isolation, tracker.pid, tracker.host = isolation, pid, host
         return self._record(changes)
 
@@ -108,8 +108,14 @@ class FleetState:
         return stall
 
     def excused(self, since: float, now: float) -> float:
-        """How much of [since, now] the monitor itself was stalled."""
-        return sum(max(0.0, min(end, now) - max(start, since)) for start, end in self.stalls)
+        """How much of [since, now] the monitor itself was stalled. Stalls are kept in
+        time order: the scan stops at the first one that ended before `since`."""
+        total = 0.0
+        for start, end in reversed(self.stalls):
+            if end <= since:
+                break
+            total += max(0.0, min(end, now) - max(start, since))
+        return total
 
     # --- judgement --------------------------------------------------------------
 

@@ -58,16 +58,20 @@ HARD_MAX_FRAME_BYTES = 1024 * 1024
 """Frames up to this size are read and refused with an error reply; larger ones make
 websockets close that one connection (1009), which is counted too."""
 SHUTDOWN_S = 3.0
+WATCHER_BACKLOG_BYTES = 4 * 1024 * 1024
+"""A monitor that stopped reading (suspended, stalled) is dropped past this much unsent
+data, rather than growing the hub without bound; it reconnects and resyncs."""
 
 
 class HubError(Exception):
     """A request the hub refuses: the HTTP status and a message that names the problem."""
 
-    def __init__(self, status: HTTPStatus, code: str, message: str) -> None:
+    def __init__(self, status: HTTPStatus, code: str, message: str, allow: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.allow = allow
 
 
 @dataclass
@@ -221,9 +225,11 @@ class Hub:
                         workers=[s.info() for s in self.workers.values()])
 
     async def _watch_session(self, ws: ServerConnection) -> None:
-        await ws.send(encode(self.snapshot()))
+        # Subscribed before the snapshot is sent: send() writes at once, so no event
+        # published meanwhile can be lost or come before it.
         self.watchers.add(ws)
         try:
+            await ws.send(encode(self.snapshot()))
             async for _frame in ws:  # monitors only listen
                 await self._refuse(ws, ProtocolError("unexpected", "/watch is receive-only"))
         except ConnectionClosed:
@@ -234,8 +240,13 @@ class Hub:
     def _publish(self, message: Message) -> None:
         for listener in self.listeners:
             listener(message)
-        if self.watchers:
-            broadcast(self.watchers, encode(message))
+        if not self.watchers:
+            return
+        for ws in [w for w in self.watchers if w.transport.get_write_buffer_size() > WATCHER_BACKLOG_BYTES]:
+            self.watchers.discard(ws)
+            self.rejected["watcher_too_slow"] += 1
+            ws.transport.abort()
+        broadcast(self.watchers, encode(message))
 
     # --- commands -----------------------------------------------------------------
 
@@ -250,7 +261,7 @@ class Hub:
             raise HubError(HTTPStatus.BAD_REQUEST, "bad_duration",
                            f"duration_s must be > 0 and <= {self.max_duration_s:g}, not {duration_s:g}")
         if target == "any":
-            known = sorted({p for s in self.workers.values() for p in s.hello.probes})
+            known = sorted(set(self.registry.names()) | {p for s in self.workers.values() for p in s.hello.probes})
             self._check_probe(probe, known)
             candidates = [s for s in self.available() if probe in s.hello.probes]
             if not candidates:
@@ -294,7 +305,10 @@ class Hub:
         except HubError as exc:
             if path.endswith("/inject"):
                 self.injects[exc.code] += 1
-            return _json(ws, exc.status, {"error": exc.code, "message": exc.message})
+            response = _json(ws, exc.status, {"error": exc.code, "message": exc.message})
+            if exc.allow:
+                response.headers["Allow"] = exc.allow
+            return response
 
     async def _route(self, ws: ServerConnection, method: str, path: str, query: dict[str, list[str]]) -> Response | None:
         parts = path.strip("/").split("/")
@@ -362,7 +376,7 @@ class Hub:
 
 def _allow(method: str, allowed: str) -> None:
     if method != allowed:
-        raise HubError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {allowed}, not {method}")
+        raise HubError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {allowed}, not {method}", allowed)
 
 
 def _one(query: dict[str, list[str]], key: str) -> str:

@@ -76,25 +76,32 @@ class EmbeddedMock:
     first (PR_SET_PDEATHSIG, passed down through HEARTMON_DIE_WITH).
     """
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
+        self.env = dict(os.environ) if env is None else env
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> str:
         self._errors = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "heartmon", "mock", "--quiet", *self.args],
-            env=dict(os.environ, HEARTMON_DIE_WITH=str(os.getpid())),
+            env={**self.env, "HEARTMON_DIE_WITH": str(os.getpid())},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors, text=True,
         )
         line = self.proc.stdout.readline()  # the first line is the address, or EOF on failure
         if not line.startswith("hub listening on "):
-            self.__exit__()
+            self._stop()
             self._errors.seek(0)
-            raise MockError(self._errors.read().strip() or "the mock fleet did not start")
+            reason = self._errors.read().strip() or "the mock fleet did not start"
+            self._close()
+            raise MockError(reason)
         return line.split()[-1]
 
     def __exit__(self, *exc: object) -> None:
+        self._stop()
+        self._close()
+
+    def _stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -102,6 +109,10 @@ class EmbeddedMock:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._errors.close()
 
 

@@ -3,25 +3,23 @@
 Arrivals are stamped with the monitor's own clock on a thread with its own event loop,
 fed to the fleet state, and the detector is evaluated there on a fixed tick. Whoever
 shows the result (the TUI, ``heartmon events``, ``heartmon check``) reads the fleet
-state under a lock and takes transitions from a queue; none of them can delay a
-timestamp. The ingest loop also measures its own lag: when it stalled, the silence it
+state and its log under a lock; none of them can delay a timestamp. The ingest loop also measures its own lag: when it stalled, the silence it
 missed is excused instead of blamed on workers (Cassandra does the same).
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import httpx
 import psutil
 
 from heartmon.config import Settings
-from heartmon.fleet_state import FleetState, LogEntry
+from heartmon.fleet_state import FleetState
 from heartmon.protocol import (
     Snapshot,
     WorkerBeat,
@@ -48,7 +46,6 @@ class Monitor:
         self.clock = clock
         self.fleet = FleetState(settings.detector)
         self.lock = threading.Lock()
-        self.events: queue.SimpleQueue[LogEntry] = queue.SimpleQueue()
         self.hostname = hostname or socket.gethostname()
         self.transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -134,9 +131,9 @@ class Monitor:
             lag = now - (last + period)
             self.lag_ms = max(0.0, lag * 1000)
             with self.lock:
-                entries: list[LogEntry] = [self.fleet.monitor_stalled(last, now)] if lag > stall else []
-                entries.extend(self.fleet.evaluate(now))
-            self._publish(entries)
+                if lag > stall:
+                    self.fleet.monitor_stalled(last, now)
+                self.fleet.evaluate(now)
             self.ticks += 1
             last = now
 
@@ -153,19 +150,14 @@ class Monitor:
             readings = [(name, *_read_process(processes, name, pid, busy_percent)) for name, pid in local]
             now = self.now()
             with self.lock:
-                changes = [c for name, alive, busy in readings for c in self.fleet.evidence(now, name, alive, busy)]
-            self._publish(changes)
-
-    def _publish(self, entries: Iterable[LogEntry]) -> None:
-        for entry in entries:
-            self.events.put(entry)
+                for name, alive, busy in readings:
+                    self.fleet.evidence(now, name, alive, busy)
 
     # --- what sources report (called on the ingest loop) --------------------------
 
     def hub_message(self, source: str, message: object, now: float) -> None:
         with self.lock:
-            changes = self._apply(source, message, now)
-        self._publish(changes)
+            self._apply(source, message, now)
 
     def _apply(self, source: str, message: object, now: float) -> list:
         fleet = self.fleet
@@ -216,12 +208,10 @@ class Monitor:
     def http_answer(self, name: str, interval_s: float, now: float, seq: int, latency_ms: float | None) -> None:
         with self.lock:
             tracker = self.fleet.trackers.get(name)
-            changes = []
             if tracker is None or (latency_ms is not None and tracker.state == "dead"):
-                changes += self.fleet.join(now, name, interval_s, connected=None)  # an answer is a hello
+                self.fleet.join(now, name, interval_s, connected=None)  # an answer is a hello
             if latency_ms is not None:
-                changes += self.fleet.beat(now, name, seq=seq, latency_ms=latency_ms)
-        self._publish(changes)
+                self.fleet.beat(now, name, seq=seq, latency_ms=latency_ms)
 
 
 def _read_process(cache: dict[str, psutil.Process], name: str, pid: int, busy_percent: float) -> tuple[bool, bool]:

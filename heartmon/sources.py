@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from heartmon.agent import backoff_delay
 from heartmon.protocol import MAX_MONITOR_FRAME_BYTES, Error, ProtocolError, Snapshot, decode_to_monitor
-from heartmon.urls import hub_ws
+from heartmon.urls import check_address, hub_ws
 
 Link = Literal["connecting", "connected", "retrying"]
 
@@ -79,7 +79,7 @@ class HubSource:
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 detail = "unauthorized: wrong or missing token" if code == 401 else f"hub answered HTTP {code}"
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+            except Exception as exc:  # whatever it was, the source shows it and tries again
                 detail = str(exc) or type(exc).__name__
             ingest.hub_lost(self.status.label, ingest.now())
             self._set(ingest, "retrying", detail)
@@ -108,7 +108,7 @@ class HttpSource:
             try:
                 response = await self.client().get(self.url, timeout=self.timeout_s)
                 ok, detail = response.is_success, f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # an error or a timeout is a missed beat, shown as such
                 ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             now = ingest.now()
             self.status.link, self.status.detail, self.status.since = ("connected" if ok else "retrying"), detail, now
@@ -123,15 +123,15 @@ def parse_source(spec: str, token: str | None, interval_s: float, timeout_s: flo
     name, sep, url = spec.partition("=")
     if not sep or "://" in name:
         name, url = "", spec
-    scheme = urlsplit(url).scheme
-    if scheme in ("ws", "wss"):
+    try:
+        check_address(url, ("ws", "wss", "http", "https"))
+    except ValueError as exc:
+        raise SourceError(f"source {spec!r}: {exc}; expected ws://HOST:PORT (a hub) or "
+                          "[NAME=]http(s)://… (a health endpoint)") from None
+    parts = urlsplit(url)
+    if parts.scheme in ("ws", "wss"):
         if name:
             raise SourceError(f"source {spec!r}: only HTTP endpoints take a NAME=")
         return HubSource(url, token)
-    if scheme in ("http", "https"):
-        parts = urlsplit(url)
-        if not parts.netloc:
-            raise SourceError(f"source {spec!r}: no host in the URL")
-        return HttpSource(name or (parts.netloc + parts.path.rstrip("/")), url, interval_s, timeout_s, client)
-    raise SourceError(f"source {spec!r}: expected ws://HOST:PORT (a hub) or [NAME=]http(s)://… (a health endpoint)")
+    return HttpSource(name or (parts.netloc + parts.path.rstrip("/")), url, interval_s, timeout_s, client)
 

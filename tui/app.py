@@ -22,7 +22,7 @@ from heartmon.monitor import Monitor
 from heartmon.report import clock_time, describe
 from heartmon.sources import HubSource
 from heartmon.tui.hub_client import Answer, HubClient
-from heartmon.tui.model import SORTS, SYMBOL, order, summarize
+from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST, order, summarize
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
 
@@ -89,17 +89,20 @@ class HeartmonApp(App):
         now = monitor.now()
         with monitor.lock:
             trackers = list(monitor.fleet.trackers.values())
-            entries = monitor.fleet.new_entries(self._seen)
-            self._seen = monitor.fleet.logged
+            entries = [] if self.paused else monitor.fleet.new_entries(self._seen)
+            if not self.paused:
+                self._seen = monitor.fleet.logged
         self._show_sources()
         summary = summarize(trackers)
         self._show_summary(summary)
+        table = self.query_one(FleetTable)
+        table.frozen = self.paused
         if self.paused:
-            return  # ingest goes on; the picture holds still
-        self.query_one(FleetTable).show(order(trackers, self.sort, self.filter_text), now)
+            return  # ingest goes on; the table and the log hold still, and catch up after
+        table.show(order(trackers, self.sort, self.filter_text), now)
         log = self.query_one("#events", RichLog)
         for entry in entries:
-            style = _state_style(entry.to_state) if isinstance(entry, Transition) else "magenta"
+            style = STATE_STYLE[entry.to_state] if isinstance(entry, Transition) else "magenta"
             log.write(Text.assemble((clock_time(entry.at, monitor.wall) + " ", "dim"), (describe(entry), style)))
 
     def _show_sources(self) -> None:
@@ -112,6 +115,8 @@ class HeartmonApp(App):
                         style="dim")
         if not self.monitor.sources:
             line.append("no sources ", style="dim")
+        if self.monitor.crashed:
+            line.append(f"ingest stopped: {self.monitor.crashed!r}   ", style="bold red")
         ui_lag = self.ui_lags_ms[-1] if self.ui_lags_ms else 0.0
         line.append(f"monitor lag: ingest {self.monitor.lag_ms:.0f} ms, ui {ui_lag:.0f} ms", style="dim")
         self.query_one("#sources", Static).update(line)
@@ -123,9 +128,9 @@ class HeartmonApp(App):
         if summary.no_available_worker:
             line.append(" NO AVAILABLE WORKER ", style="bold reverse")
             line.append("  ")
-        for state in ("starved", "late", "dead", "busy", "healthy"):
+        for state in WORST_FIRST:
             count = summary.counts[state]
-            style = ("bold" if summary.no_available_worker else _state_style(state)) if count else "dim"
+            style = ("bold" if summary.no_available_worker else STATE_STYLE[state]) if count else "dim"
             line.append(f"{SYMBOL[state]} {state} {count}   ", style=style)
         line.append(f"available {summary.available}/{summary.total}", style="bold")
         line.append(f" · sort: {self.sort}", style="dim")
@@ -218,7 +223,3 @@ class HeartmonApp(App):
                 answers.append(await self.hub_client.inject(hub, name, probe, duration_s))
         return answers
 
-
-def _state_style(state: str) -> str:
-    return {"healthy": "green", "busy": "bold blue", "late": "bold yellow", "starved": "bold red",
-            "dead": "grey50"}[state]

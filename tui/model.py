@@ -17,7 +17,11 @@ SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "sta
 WORST_FIRST: dict[State, int] = {"starved": 0, "late": 1, "dead": 2, "busy": 3, "healthy": 4}
 """What is going wrong now, then what is gone, then what is fine."""
 
-SORTS = ("worst first", "name", "max gap", "p99 gap", "missed")
+STATE_STYLE: dict[State, str] = {"healthy": "green", "busy": "bold blue", "late": "bold yellow",
+                                 "starved": "bold red", "dead": "grey50"}
+
+SORTS = ("worst first", "name", "max gap", "missed")
+"""p99 is shown, not sorted by: a percentile of every worker on every tick costs too much."""
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_GAPS = 12
 
@@ -81,7 +85,6 @@ def order(trackers: Iterable[Tracker], sort: str, text: str) -> list[Tracker]:
         "worst first": lambda t: (WORST_FIRST[t.state], t.name),
         "name": lambda t: t.name,
         "max gap": lambda t: (-t.gaps.max, t.name),
-        "p99 gap": lambda t: (-(t.gaps.percentile(0.99) if t.gaps.count else 0.0), t.name),
         "missed": lambda t: (-t.missed, t.name),
     }
     return sorted(chosen, key=keys[sort])

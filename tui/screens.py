@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 from heartmon.detector import Transition
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import clock_time, describe
-from heartmon.tui.model import SYMBOL, age, ms
+from heartmon.tui.model import STATE_STYLE, SYMBOL, age, ms
 from heartmon.tui.widgets import GapPlot
 
 if TYPE_CHECKING:
@@ -73,10 +73,12 @@ class DetailScreen(OfHeartmon, Screen):
             runs = list(monitor.fleet.probes.get(self.worker, ()))
             title = Text.assemble(
                 (f"{t.name}", "bold"), f"  {t.isolation or 'http'}  pid {t.pid or '–'} on {t.host or '–'}  ",
-                (f"{SYMBOL[t.state]} {t.state}", f"bold {_colour(t.state)}"),
+                (f"{SYMBOL[t.state]} {t.state}", STATE_STYLE[t.state]),
                 f"  last beat {age(t.silence(now))} ago  every {ms(t.interval_s)}  "
                 f"p50 {ms(p50)}  p99 {ms(p99)}  max {ms(t.gaps.max if t.gaps.count else None)}  "
-                f"jitter {ms(t.gaps.std)}  missed {t.missed}  episodes {t.episodes}",
+                f"jitter {ms(t.gaps.std)}  missed {t.missed}  episodes {t.episodes}"
+                + (f"  loop lag {t.loop_lag_ms:.0f}ms" if t.loop_lag_ms is not None else "")
+                + (f"  answer {t.latency_ms:.0f}ms" if t.latency_ms is not None else ""),
             )
             late_s, starved_s = t.thresholds.late_after * t.interval_s, t.thresholds.starved_after * t.interval_s
             interval = t.interval_s
@@ -107,10 +109,6 @@ class DetailScreen(OfHeartmon, Screen):
         if not runs:
             text.append("none yet\n", style="dim")
         return text
-
-
-def _colour(state: str) -> str:
-    return {"healthy": "green", "busy": "blue", "late": "yellow", "starved": "red", "dead": "grey50"}[state]
 
 
 def _distribution(gaps: list[float], interval_s: float) -> Text:
@@ -219,7 +217,7 @@ HELP = """\
 [b]Keys[/b]
   enter  a worker's details: gaps over time, distribution, episodes, probes
   i      inject a probe (load) into a worker, any worker, or every worker of a mode
-  s      cycle the sort: worst first, name, max gap, p99 gap, missed
+  s      cycle the sort: worst first, name, max gap, missed
   /      filter by name, isolation or state (esc clears)
   p      pause the display (ingest goes on)
   ctrl+p the command palette

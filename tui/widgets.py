@@ -67,6 +67,8 @@ class FleetTable(ScrollView, can_focus=True):
         self._now = 0.0
         self._rows: dict[str, tuple[Row, bool, Strip]] = {}
         self.cursor_key: str | None = None
+        self.frozen = False
+        """Paused: rows already drawn are redrawn as they were, even on scroll."""
 
     # --- data -------------------------------------------------------------------
 
@@ -129,8 +131,10 @@ class FleetTable(ScrollView, can_focus=True):
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
     def _row_strip(self, tracker: Tracker, cursor: bool) -> Strip:
+        cached = self._rows.get(tracker.name)
+        if self.frozen and cached is not None and cached[1] == cursor:
+            return cached[2]
         current = row(tracker, self._now)
-        cached = self._rows.get(current.key)
         if cached is not None and cached[0] == current and cached[1] == cursor:
             return cached[2]
         base = self.rich_style + (self.get_component_rich_style("fleet-table--cursor") if cursor else Style())

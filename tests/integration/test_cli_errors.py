@@ -16,6 +16,11 @@ from tests.harness import HEARTMON
         (["matrix", "--duration", "-1"], 2, "must be > 0"),
         (["inject", "none-1", "gil-hold", "--hub", "ws://127.0.0.1:1"], 1, "cannot reach the hub"),
         (["bogus"], 2, "invalid choice: 'bogus'"),
+        (["inject", "none-1", "gil-hold", "--hub", "ws://127.0.0.1:abc"], 2, "invalid address 'ws://127.0.0.1:abc'"),
+        (["inject", "none-1", "gil-hold", "--duration", "-1"], 2, "must be > 0"),
+        (["worker", "--hub", "ws://[::1"], 2, "invalid address"),
+        (["check", "ws://127.0.0.1:abc"], 2, "source 'ws://127.0.0.1:abc': invalid address"),
+        (["watch", "ftp://example"], 2, "expected ws:// or wss:// or http:// or https://"),
     ],
 )
 def test_bad_input_exits_with_a_message_and_no_traceback(args, code, says):

@@ -25,3 +25,12 @@ def test_no_available_worker_while_the_only_worker_is_starved(launch):
         assert client.post("/api/workers/any/inject", params={"probe": "sync-sleep", "duration_s": 0.1}).status_code == 202
         metrics = client.get("/metrics").text
         assert 'heartmon_injects_total{result="no_available_worker"} 1' in metrics
+
+
+def test_any_on_a_hub_with_no_workers_is_no_available_worker(launch):
+    hub = launch("hub", "--port", "0")
+    with httpx.Client(base_url=hub.http, timeout=10) as client:
+        refused = client.post("/api/workers/any/inject", params={"probe": "gil-hold", "duration_s": 1})
+        assert refused.status_code == 503 and refused.json()["error"] == "no_available_worker"
+        wrong_method = client.get("/api/workers/any/inject")
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"

@@ -84,8 +84,18 @@ def test_closed_connection_or_gone_process_is_dead_at_once_and_only_hello_revive
     assert t.beat(1.1, seq=11) == []  # a beat in flight changes nothing
     assert t.evaluate(5.0) == []
     assert t.hello(6.0, I, connected=True)[0].to_state == "healthy"
-    other = tracker()
-    assert other.evidence(0.5, alive=False, cpu_busy=False)[0].reason == "process gone"
+    local = tracker(connected=None)
+    assert local.evidence(0.5, alive=False, cpu_busy=False)[0].reason == "process gone"
+    connected = tracker()  # an open connection outranks a pid that looks gone
+    assert connected.evidence(0.5, alive=False, cpu_busy=False) == [] and connected.state == "healthy"
+
+
+def test_a_revived_worker_keeps_the_age_its_snapshot_gives():
+    fleet = FleetState(FIXED)
+    fleet.join(0.0, "w", I, connected=True)
+    fleet.left(1.0, "w", "left while the monitor was disconnected")
+    fleet.join(5.0, "w", I, connected=True, heard_at=2.0, seq=20)  # its last beat was 3 s ago
+    assert fleet.evaluate(5.0)[-1].to_state == "starved"
 
 
 def test_busy_is_on_time_beats_with_a_blocked_main_loop():
