@@ -149,7 +149,7 @@ class HeartmonApp(App):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
-        box.add_class("shown")
+        box.display = True  # at once, not on the next refresh: keys typed right after land in it
         box.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -163,9 +163,15 @@ class HeartmonApp(App):
 
     def on_key(self, event) -> None:
         box = self.query_one("#filter", Input)
+        if box.display and not box.has_focus and event.is_printable and event.character:
+            # typed right behind "/", before the focus moved: it belongs to the filter
+            box.insert_text_at_cursor(event.character)
+            box.focus()
+            event.stop()
+            return
         if event.key == "escape" and box.has_focus:
             box.value = ""
-            box.remove_class("shown")
+            box.display = False
             self.query_one(FleetTable).focus()
             event.stop()
 
