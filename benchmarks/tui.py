@@ -25,7 +25,7 @@ from heartmon.config import Settings
 from heartmon.monitor import Monitor
 from heartmon.protocol import PROTOCOL_VERSION, Snapshot, WorkerBeat, WorkerInfo, encode
 from heartmon.tui.app import HeartmonApp
-from heartmon.tui.hub_client import HubClient
+from heartmon.commands import HubClient
 
 RATE_HZ = 10
 

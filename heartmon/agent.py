@@ -59,7 +59,7 @@ from heartmon.protocol import (
     decode_to_worker,
     encode,
 )
-from heartmon.urls import hub_ws
+from heartmon.urls import auth_headers, hub_ws
 
 log = logging.getLogger("heartmon.agent")
 
@@ -137,7 +137,7 @@ class Beater:
 
     async def run(self) -> None:
         url = hub_ws(self.config.hub, "/connect")
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else None
+        headers = auth_headers(self.config.token)
         attempt = 0
         while True:
             try:

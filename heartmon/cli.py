@@ -16,9 +16,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
-
 from heartmon.agent import Agent, AgentConfig
+from heartmon.commands import Answer, HubClient
 from heartmon.config import ConfigError, Settings, load_settings
 from heartmon.detector import AVAILABLE
 from heartmon.fleet import FleetSpecError, parse_fleet_spec
@@ -31,7 +30,7 @@ from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
-from heartmon.urls import check_address, hub_http
+from heartmon.urls import check_address
 
 DEFAULT_HUB = "ws://127.0.0.1:8787"
 
@@ -332,7 +331,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def _tui(settings: Settings, sources: list[str], monitor: Monitor | None = None) -> int:
     from heartmon.tui.app import HeartmonApp  # Textual only where a screen is wanted
-    from heartmon.tui.hub_client import HubClient
 
     monitor = monitor or Monitor(settings, sources)
     app = HeartmonApp(monitor, HubClient(settings.token))
@@ -363,22 +361,19 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    url = f"{hub_http(args.hub)}/api/workers/{args.worker}/inject"
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    try:
-        response = httpx.post(url, params={"probe": args.probe, "duration_s": args.duration},
-                              headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        print(f"heartmon: cannot reach the hub at {args.hub}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"message": response.text.strip()}
-    if response.is_success:
-        print(f"injected {body['probe']} for {body['duration_s']:g} s into {body['worker']} (id {body['id']})")
+    async def send() -> Answer:
+        client = HubClient(args.token)
+        try:
+            return await client.inject(args.hub, args.worker, args.probe, args.duration)
+        finally:
+            await client.aclose()
+
+    answer = asyncio.run(send())
+    if answer.sent is not None:
+        sent = answer.sent
+        print(f"injected {sent['probe']} for {sent['duration_s']:g} s into {sent['worker']} (id {sent['id']})")
         return 0
-    print(f"heartmon: hub answered {response.status_code}: {body.get('message', body)}", file=sys.stderr)
+    print(f"heartmon: {'hub answered ' if answer.status else ''}{answer.text}", file=sys.stderr)
     return 1
 
 
@@ -403,7 +398,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "watch": cmd_watch, "hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check, "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix}
+COMMANDS = {
+    "run": cmd_run, "watch": cmd_watch, "hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check,
+    "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix,
+}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

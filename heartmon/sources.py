@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from heartmon.agent import backoff_delay
 from heartmon.protocol import MAX_MONITOR_FRAME_BYTES, Error, ProtocolError, Snapshot, decode_to_monitor
-from heartmon.urls import check_address, hub_ws
+from heartmon.urls import auth_headers, check_address, hub_ws
 
 Link = Literal["connecting", "connected", "retrying"]
 
@@ -56,7 +56,7 @@ class HubSource:
         self.rejected = 0
 
     async def run(self, ingest: Ingest) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        headers = auth_headers(self.token)
         attempt = 0
         while True:
             self._set(ingest, "connecting", "")

@@ -1,4 +1,5 @@
-"""Hub addresses: users type ``ws://host:port``; the code needs the WS and HTTP forms."""
+"""Hub addresses and credentials: users type ``ws://host:port`` and a token; the code
+needs the WS and HTTP forms and the header."""
 
 from __future__ import annotations
 
@@ -32,3 +33,8 @@ def hub_http(base: str) -> str:
     parts = urlsplit(base if "://" in base else f"ws://{base}")
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The header a hub with a token asks for; none without one."""
+    return {"Authorization": f"Bearer {token}"} if token else {}

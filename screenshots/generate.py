@@ -17,7 +17,7 @@ from heartmon.config import Settings
 from heartmon.mock import EmbeddedMock
 from heartmon.monitor import Monitor
 from heartmon.tui.app import HeartmonApp
-from heartmon.tui.hub_client import HubClient
+from heartmon.commands import HubClient
 
 HERE = Path(__file__).parent
 SIZE = (130, 34)

@@ -25,6 +25,8 @@ import httpx
 import psutil
 from websockets.sync.client import ClientConnection, connect
 
+from heartmon.urls import auth_headers
+
 HEARTMON = [sys.executable, "-m", "heartmon"]
 
 
@@ -152,8 +154,7 @@ def start(*args: str, env: dict[str, str] | None = None) -> Running:
 
 
 def watch(url: str, token: str | None = None) -> ClientConnection:
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return connect(f"{url}/watch", additional_headers=headers, open_timeout=10)
+    return connect(f"{url}/watch", additional_headers=auth_headers(token), open_timeout=10)
 
 
 def next_event(ws: ClientConnection, predicate: Callable[[dict], bool], timeout_s: float = 15.0) -> dict:

@@ -21,7 +21,7 @@ from heartmon.detector import Transition
 from heartmon.monitor import Monitor
 from heartmon.report import clock_time, describe
 from heartmon.sources import HubSource
-from heartmon.tui.hub_client import Answer, HubClient
+from heartmon.commands import Answer, HubClient
 from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST, order, summarize
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable

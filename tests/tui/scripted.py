@@ -16,7 +16,7 @@ from heartmon.protocol import (
     WorkerProbeStarted,
 )
 from heartmon.tui.app import HeartmonApp
-from heartmon.tui.hub_client import HubClient
+from heartmon.commands import HubClient
 
 HUB = "ws://127.0.0.1:8787"
 START = 1000.0

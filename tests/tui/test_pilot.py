@@ -8,7 +8,7 @@ import httpx
 from heartmon.config import Settings
 from heartmon.monitor import Monitor
 from heartmon.tui.app import HeartmonApp
-from heartmon.tui.hub_client import HubClient
+from heartmon.commands import HubClient
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
 from tests.harness import wait_until, workers

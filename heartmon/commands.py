@@ -1,5 +1,6 @@
-"""Commands from the monitor to hubs, over HTTP: one long-lived httpx client whose
-transport can be swapped (httpx's MockTransport in tests)."""
+"""Commands to hubs, over HTTP: one long-lived httpx client whose transport can be
+swapped (httpx's MockTransport in tests). The monitor's inject dialog and
+`heartmon inject` send them the same way."""
 
 from __future__ import annotations
 
@@ -7,19 +8,23 @@ from dataclasses import dataclass
 
 import httpx
 
-from heartmon.urls import hub_http
+from heartmon.urls import auth_headers, hub_http
 
 
 @dataclass(frozen=True)
 class Answer:
     ok: bool
     text: str
+    """The hub's answer, errors included, as one line for a person."""
+    status: int | None = None
+    """The HTTP status; None when the hub could not be reached."""
+    sent: dict | None = None
+    """For an accepted command, the hub's record of it: id, worker, probe, duration_s."""
 
 
 class HubClient:
     def __init__(self, token: str | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.AsyncClient(headers=headers, transport=transport, timeout=5)
+        self.client = httpx.AsyncClient(headers=auth_headers(token), transport=transport, timeout=5)
 
     async def probes(self, hub: str) -> list[dict[str, str]]:
         response = await self.client.get(f"{hub_http(hub)}/api/probes")
@@ -27,20 +32,20 @@ class HubClient:
         return response.json()
 
     async def inject(self, hub: str, target: str, probe: str, duration_s: float) -> Answer:
-        """The hub's answer, errors included, as one line for a person."""
         try:
             response = await self.client.post(f"{hub_http(hub)}/api/workers/{target}/inject",
                                               params={"probe": probe, "duration_s": duration_s})
         except httpx.HTTPError as exc:
             return Answer(False, f"{target}: cannot reach the hub at {hub}: {exc}")
+        status = response.status_code
         try:
             body = response.json()
         except ValueError:
-            return Answer(False, f"{target}: HTTP {response.status_code} {response.text.strip()}")
+            return Answer(False, f"{status} {response.text.strip()}", status)
         if response.is_success:
-            return Answer(True, f"{response.status_code}: {body['probe']} for {body['duration_s']:g} s "
-                                f"into {body['worker']} (id {body['id']})")
-        return Answer(False, f"{response.status_code}: {body.get('message', body)}")
+            return Answer(True, f"{status}: {body['probe']} for {body['duration_s']:g} s into {body['worker']} "
+                                f"(id {body['id']})", status, body)
+        return Answer(False, f"{status}: {body.get('message', body)}", status)
 
     async def aclose(self) -> None:
         await self.client.aclose()
