@@ -156,46 +156,41 @@ class Monitor:
     # --- what sources report (called on the ingest loop) --------------------------
 
     def hub_message(self, source: str, message: object, now: float) -> None:
-        with self.lock:
-            self._apply(source, message, now)
-
-    def _apply(self, source: str, message: object, now: float) -> list:
         fleet = self.fleet
-        match message:
-            case WorkerBeat():
-                return fleet.beat(now, message.worker, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
-                                  loop_lag_ms=message.loop_lag_ms)
-            case WorkerJoined(info=info):
-                self.owner[info.worker] = source
-                return fleet.join(now, info.worker, info.interval_ms / 1000, connected=True, isolation=info.isolation,
-                                  pid=info.pid, host=info.host)
-            case WorkerLeft():
-                return fleet.left(now, message.worker, message.reason)
-            case WorkerProbeStarted():
-                fleet.probe_started(now, message.worker, message.id, message.probe, message.duration_s)
-            case WorkerProbeFinished():
-                fleet.probe_finished(now, message.worker, message.id, message.elapsed_s, message.error)
-            case Snapshot():
-                return self._resync(source, message, now)
-        return []
+        with self.lock:
+            match message:
+                case WorkerBeat():
+                    fleet.beat(now, message.worker, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
+                               loop_lag_ms=message.loop_lag_ms)
+                case WorkerJoined(info=info):
+                    self.owner[info.worker] = source
+                    fleet.join(now, info.worker, info.interval_ms / 1000, connected=True, isolation=info.isolation,
+                               pid=info.pid, host=info.host)
+                case WorkerLeft():
+                    fleet.left(now, message.worker, message.reason)
+                case WorkerProbeStarted():
+                    fleet.probe_started(now, message.worker, message.id, message.probe, message.duration_s)
+                case WorkerProbeFinished():
+                    fleet.probe_finished(now, message.worker, message.id, message.elapsed_s, message.error)
+                case Snapshot():
+                    self._resync(source, message, now)
 
-    def _resync(self, source: str, snapshot: Snapshot, now: float) -> list:
+    def _resync(self, source: str, snapshot: Snapshot, now: float) -> None:
         """After a (re)connect: the hub's list is the truth; who left meanwhile is dead."""
-        changes = []
         present = set()
         for info in snapshot.workers:
             present.add(info.worker)
             self.owner[info.worker] = source
             heard = info.last_beat_at if info.last_beat_at is not None else info.connected_at
-            changes += self.fleet.join(now, info.worker, info.interval_ms / 1000, connected=True,
-                                       isolation=info.isolation, pid=info.pid, host=info.host,
-                                       heard_at=now - max(0.0, snapshot.sent_at - heard), seq=info.seq)
+            self.fleet.join(now, info.worker, info.interval_ms / 1000, connected=True, isolation=info.isolation,
+                            pid=info.pid, host=info.host, heard_at=now - max(0.0, snapshot.sent_at - heard),
+                            seq=info.seq)
             if info.probe and self.fleet.trackers[info.worker].probe is None:
                 self.fleet.trackers[info.worker].probe = info.probe
         for name, owner in self.owner.items():
             if owner == source and name not in present:
-                changes += self.fleet.left(now, name, "left while the monitor was disconnected")
-        return changes + self.fleet.evaluate(now)  # judge the snapshot's ages at once
+                self.fleet.left(now, name, "left while the monitor was disconnected")
+        self.fleet.evaluate(now)  # judge the snapshot's ages at once
 
     def hub_lost(self, source: str, now: float) -> None:
         """The stream broke: whether its workers' connections are open is now unknown."""
