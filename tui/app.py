@@ -89,11 +89,11 @@ class HeartmonApp(App):
         now = monitor.now()
         with monitor.lock:
             trackers = list(monitor.fleet.trackers.values())
+            summary = summarize(monitor.fleet)
             entries = [] if self.paused else monitor.fleet.new_entries(self._seen)
             if not self.paused:
                 self._seen = monitor.fleet.logged
         self._show_sources()
-        summary = summarize(trackers)
         self._show_summary(summary)
         table = self.query_one(FleetTable)
         table.frozen = self.paused

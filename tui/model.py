@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from heartmon.detector import AVAILABLE, STATES, State, Tracker
+from heartmon.detector import State, Tracker
+from heartmon.fleet_state import FleetState
 
 SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "starved": "▲", "dead": "✕"}
 """A symbol beside every state word: the state is never told by colour alone."""
@@ -101,9 +102,6 @@ class Summary:
         return self.total > 0 and self.available == 0
 
 
-def summarize(trackers: Iterable[Tracker]) -> Summary:
-    counts = dict.fromkeys(STATES, 0)
-    for t in trackers:
-        counts[t.state] += 1
-    total = sum(counts.values())
-    return Summary(counts, sum(counts[s] for s in AVAILABLE), total)
+def summarize(fleet: FleetState) -> Summary:
+    """The fleet state's own counts and pool: the screen adds nothing to them."""
+    return Summary(fleet.counts(), len(fleet.available()), len(fleet.trackers))
