@@ -1,6 +1,6 @@
 """The agent: the worker-side heartbeat library, usable in anyone's asyncio app.
 
-Where the heartbeat is sent from is the whole point (DESIGN.md, the GIL table):
+Where the heartbeat is sent from is the whole point, because of the GIL:
 
 * ``none``    -- from the app's own event loop. Any blocking code silences it.
 * ``thread``  -- from a thread with its own loop. Survives pure-Python work and
@@ -26,7 +26,6 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
-import random
 import signal
 import socket
 import threading
@@ -42,6 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from heartmon import __version__
+from heartmon.backoff import backoff_delay
 from heartmon.lifeline import die_with_parent
 from heartmon.probes import ProbeRegistry, load_registry
 from heartmon.protocol import (
@@ -79,12 +79,6 @@ class AgentConfig:
     token: str | None = None
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
-    """Capped exponential backoff with jitter: a fleet that lost its hub does not
-    come back in lockstep."""
-    return min(max_s, initial_s * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 async def watch_main_loop(shared) -> None:
