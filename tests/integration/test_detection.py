@@ -1,4 +1,7 @@
-"""Health detection against real workers under real load (DESIGN.md, issue 3)."""
+"""Health detection against real workers under real load: a worker whose loop is starved
+is starved while silent, never dead, and recovers with its episode; an isolated worker
+doing the same work is busy; a killed worker is dead; the monitor resyncs after a hub
+restart; `heartmon check` judges hubs and HTTP health endpoints."""
 
 import json
 import subprocess

@@ -1,4 +1,6 @@
-"""`heartmon matrix` reproduces the GIL table of DESIGN.md with real processes and real load."""
+"""`heartmon matrix` reproduces the GIL table with real processes and real load: a heartbeat
+on the event loop starves under every probe, one in a thread survives only pure Python and
+calls that release the GIL, one in a separate process survives everything."""
 
 import json
 import subprocess

@@ -1,5 +1,6 @@
 """`any` routes to an available worker, and fails with "no available worker" when none is:
-the incident of DESIGN.md, reproduced with a worker whose loop is really starved."""
+the incident heartmon exists for (work refused while a worker is alive but starved),
+reproduced with a worker whose loop is really starved."""
 
 import httpx
 

@@ -1,4 +1,5 @@
-"""DESIGN.md's boundaries: the core and the probes never import Textual."""
+"""Module boundaries: the core and the probes never import Textual (a worker, a hub or an
+app using the agent does not load the terminal UI), and health detection stays pure."""
 
 import subprocess
 import sys
