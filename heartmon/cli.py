@@ -26,11 +26,13 @@ from heartmon.lifeline import die_with_parent
 from heartmon.matrix import MatrixError, run_matrix
 from heartmon.mock import EmbeddedMock, MockError, print_events, run_mock
 from heartmon.monitor import Monitor
+from heartmon.monitor_process import MonitorProcess
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
 from heartmon.urls import check_address
+from heartmon.view import FleetView, ViewRequest
 
 DEFAULT_HUB = "ws://127.0.0.1:8787"
 
@@ -228,41 +230,44 @@ def cmd_mock(args: argparse.Namespace) -> int:
     return 0
 
 
-def _monitor(args: argparse.Namespace) -> Monitor:
-    settings = settings_from(args)
+def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
     sources = args.sources or settings.sources
     if not sources:
         raise UsageError("no sources: name a hub (ws://HOST:PORT) or endpoint (http://…), or set 'sources' in the config")
+    return sources
+
+
+def _monitor(args: argparse.Namespace) -> Monitor:
+    """``events`` and ``check`` run the engine on a thread: they draw no screen."""
+    settings = settings_from(args)
     try:
-        return Monitor(settings, sources)
+        return Monitor(settings, _sources(args, settings))
     except SourceError as exc:
         raise UsageError(str(exc)) from None
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
-    links = {}
+    links: dict[str, tuple[str, str]] = {}
     seen = 0
     deadline = time.monotonic() + args.for_s if args.for_s else None
     with monitor:
         try:
             while deadline is None or time.monotonic() < deadline:
-                for source in monitor.sources:  # connection changes, for people, on stderr
-                    status = source.status
-                    if links.get(status.label) != (status.link, status.detail):
-                        links[status.label] = (status.link, status.detail)
-                        print(f"heartmon: {status.label}: {status.link} {status.detail}".rstrip(), file=sys.stderr)
-                if monitor.crashed:
-                    print(f"heartmon: the monitor stopped: {monitor.crashed!r}", file=sys.stderr)
+                view = monitor.view(ViewRequest(height=0, seen=seen))
+                for source in view.sources:  # connection changes, for people, on stderr
+                    if links.get(source.label) != (source.link, source.detail):
+                        links[source.label] = (source.link, source.detail)
+                        print(f"heartmon: {source.label}: {source.link} {source.detail}".rstrip(), file=sys.stderr)
+                if view.crashed:
+                    print(f"heartmon: the monitor stopped: {view.crashed}", file=sys.stderr)
                     return 1
-                with monitor.lock:
-                    entries = monitor.fleet.new_entries(seen)
-                    seen = monitor.fleet.logged
-                for entry in entries:
+                seen = view.logged
+                for entry in view.entries:
                     if args.json:
-                        print(json.dumps(as_json(entry, monitor.wall)), flush=True)
+                        print(json.dumps(as_json(entry, view.wall)), flush=True)
                     else:
-                        print(f"{clock_time(entry.at, monitor.wall)} {describe(entry)}", flush=True)
+                        print(f"{clock_time(entry.at, view.wall)} {describe(entry)}", flush=True)
                 time.sleep(0.05)
         except KeyboardInterrupt:
             pass
@@ -274,12 +279,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.within
     with monitor:
         while True:
-            if monitor.crashed:
-                print(f"heartmon: the monitor stopped: {monitor.crashed!r}", file=sys.stderr)
+            view = monitor.view(ViewRequest(height=1_000_000))
+            if view.crashed:
+                print(f"heartmon: the monitor stopped: {view.crashed}", file=sys.stderr)
                 return 1
-            problems, total = _unhealthy(monitor)
+            problems = _unhealthy(view)
             if not problems:
-                print(f"ok: all {total} workers healthy or busy")
+                print(f"ok: all {view.total} workers healthy or busy")
                 return 0
             if time.monotonic() >= deadline:
                 for line in problems:
@@ -288,20 +294,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             time.sleep(0.1)
 
 
-def _unhealthy(monitor: Monitor) -> tuple[list[str], int]:
-    """One line per source that never answered and per worker that is not available."""
-    problems = [f"{s.status.label}: {s.status.link} {s.status.detail}".rstrip()
-                for s in monitor.sources if s.status.link != "connected"]
-    now = monitor.now()
-    with monitor.lock:
-        trackers = list(monitor.fleet.trackers.values())
-        for t in trackers:
-            if t.state not in AVAILABLE:
-                silent = f"silent for {t.silence(now):.1f} s" if t.state != "dead" else "dead"
-                problems.append(f"{t.name}: {t.state}, {silent}" + (f" ({t.isolation})" if t.isolation else ""))
-    if not trackers and not problems:
+def _unhealthy(view: FleetView) -> list[str]:
+    """One line per source that is not connected and per worker that is not available."""
+    problems = [f"{s.label}: {s.link} {s.detail}".rstrip() for s in view.sources if s.link != "connected"]
+    for row in view.rows:
+        if row.state not in AVAILABLE:
+            silent = f"silent for {row.silence_s:.1f} s" if row.silence_s is not None else "dead"
+            problems.append(f"{row.name}: {row.state}, {silent}" + (f" ({row.isolation})" if row.isolation else ""))
+    if not view.rows and not problems:
         problems.append("no workers: the sources report none")
-    return problems, len(trackers)
+    return problems
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -325,17 +327,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    monitor = _monitor(args)
-    return _tui(monitor.settings, [], monitor)
+    settings = settings_from(args)
+    return _tui(settings, _sources(args, settings))
 
 
-def _tui(settings: Settings, sources: list[str], monitor: Monitor | None = None) -> int:
+def _tui(settings: Settings, sources: list[str]) -> int:
     from heartmon.tui.app import HeartmonApp  # Textual only where a screen is wanted
 
-    monitor = monitor or Monitor(settings, sources)
-    app = HeartmonApp(monitor, HubClient(settings.token))
+    try:
+        feed = MonitorProcess(settings, sources)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    app = HeartmonApp(feed, HubClient(settings.token))
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
-    with monitor:
+    with feed:
         app.run()
     return 0
 

@@ -31,6 +31,12 @@ class HubClient:
         response.raise_for_status()
         return response.json()
 
+    async def workers(self, hub: str) -> list[dict]:
+        """The hub's own list of its workers, with their state and availability."""
+        response = await self.client.get(f"{hub_http(hub)}/api/workers")
+        response.raise_for_status()
+        return response.json()
+
     async def inject(self, hub: str, target: str, probe: str, duration_s: float) -> Answer:
         try:
             response = await self.client.post(f"{hub_http(hub)}/api/workers/{target}/inject",

@@ -5,13 +5,19 @@ plain numbers (websockets' sans-I/O design, applied to failure detection). The h
 the monitor run this same code, so the hub's pool of available workers and what the
 monitor shows cannot disagree.
 
-States (DESIGN.md): ``healthy``; ``late`` (silent past the late threshold); ``starved``
-(silent past the starvation threshold while there is evidence of life: the connection
-is open, or the local pid is alive and burning CPU); ``busy`` (beats on time, main loop
-blocked past the busy threshold: only isolated agents can say so); ``dead`` (connection
-closed, process gone, or silent past ``dead_after`` with no evidence of life). A worker
-with evidence of life is never declared dead for silence alone: that is the incident
-heartmon exists to prevent. Only a new hello brings a worker back from ``dead``.
+States: ``healthy``; ``late`` (silent past the late threshold); ``starved`` (silent past
+the starvation threshold while there is evidence of life: the connection is open, or
+the local pid is alive and burning CPU); ``busy`` (beats on time, main loop blocked past
+the busy threshold: only isolated agents can say so); ``dead`` (connection closed,
+process gone, or silent past ``dead_after`` with no evidence of life); ``unknown`` (the
+source that reports the worker is unreachable: nothing is known, nothing is judged). A
+worker with evidence of life is never declared dead for silence alone: a busy worker
+called dead is the false alarm heartmon exists to prevent. Only a new hello (or its
+source's snapshot) brings a worker back from ``dead`` or ``unknown``.
+
+Detection runs on deadlines, not ticks: each tracker says when its silence will cross
+its next threshold (:meth:`Tracker.next_deadline`), so the caller can sleep until the
+earliest one instead of scanning every worker on a fixed period.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-State = Literal["healthy", "late", "starved", "busy", "dead"]
-STATES: tuple[State, ...] = ("dead", "starved", "late", "busy", "healthy")
+State = Literal["healthy", "late", "starved", "busy", "dead", "unknown"]
+STATES: tuple[State, ...] = ("dead", "starved", "late", "busy", "healthy", "unknown")
 """Every state, for counting; the monitor's sort order is its own (heartmon.tui.model)."""
 AVAILABLE: frozenset[State] = frozenset({"healthy", "busy"})
 SILENT: frozenset[State] = frozenset({"late", "starved"})
@@ -41,7 +47,8 @@ class PhiSettings(BaseModel):
     late_threshold: float = Field(1.0, gt=0, description="phi at which a silent worker is late")
     acceptable_pause_s: float = Field(0.0, ge=0, description="added to the mean gap before phi is computed")
     min_std_dev_ms: float = Field(100.0, gt=0, description="floor of the gaps' standard deviation")
-    sample_window: int = Field(1000, ge=2, le=100_000, description="gaps kept per worker")
+    sample_window: int = Field(500, ge=2, le=100_000,
+                               description="gaps kept per worker (4 bytes each): phi's mean and deviation, p99")
 
 
 class Thresholds(BaseModel):
@@ -66,12 +73,14 @@ class Thresholds(BaseModel):
 
 class Gaps:
     """The last N gaps between beats in a fixed array, with running sums: O(1) per beat
-    and bounded memory whatever the run's length."""
+    and bounded memory whatever the run's length. Gaps are kept as 32-bit floats (a
+    microsecond's precision up to minutes), half the memory of doubles; the running
+    sums stay doubles."""
 
     __slots__ = ("_values", "_next", "count", "_sum", "_sumsq", "max")
 
     def __init__(self, capacity: int) -> None:
-        self._values = array("d", bytes(8 * capacity))
+        self._values = array("f", bytes(4 * capacity))
         self._next = 0
         self.count = 0
         self._sum = 0.0
@@ -88,6 +97,7 @@ class Gaps:
         else:
             self.count += 1
         values[index] = gap
+        gap = values[index]  # as stored, so that the running sums subtract what they added
         self._next = index + 1 if index + 1 < len(values) else 0
         self._sum += gap
         self._sumsq += gap * gap
@@ -126,6 +136,18 @@ class Gaps:
         return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def phi_silence(threshold: float, mean_s: float, std_s: float) -> float:
+    """The silence at which :func:`phi` reaches ``threshold``: the inverse, in closed form.
+    phi is -log10 of the tail ``exp(k) / (1 + exp(k))`` with ``k = -y (a + b y²)``, so the
+    tail fixes ``k`` and ``y`` is the one real root of ``b y³ + a y + k = 0`` (Cardano)."""
+    tail = 10.0 ** -threshold
+    k = math.log(tail / (1.0 - tail)) if tail < 1.0 else math.inf
+    p, q = 1.5976 / 0.070566, k / 0.070566  # y³ + p y + q = 0, p > 0: one real root
+    root = math.sqrt(q * q / 4 + p**3 / 27)
+    y = math.cbrt(-q / 2 + root) + math.cbrt(-q / 2 - root)
+    return mean_s + y * std_s
+
+
 def phi(silence_s: float, mean_s: float, std_s: float) -> float:
     """Akka's phi: -log10 of the chance that a beat still comes after this silence,
     with the logistic approximation of the normal CDF, computed without overflow."""
@@ -136,7 +158,7 @@ def phi(silence_s: float, mean_s: float, std_s: float) -> float:
     return math.log1p(math.exp(-k)) / _LN10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Episode:
     """A silence that ended: from the last beat before it to the beat that ended it."""
 
@@ -147,7 +169,7 @@ class Episode:
     main_blocked_ms: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     at: float
     worker: str
@@ -156,9 +178,18 @@ class Transition:
     reason: str
     episode: Episode | None = None
     """Set when a late or starved worker speaks again: a recovery."""
+    source: str = ""
+    """The source that reports the worker: two sources may each have a ``worker-1``."""
+    silence_s: float | None = None
+    """For a silence-driven move (late, starved, dead for silence): the silence that
+    crossed the threshold, as judged; how late the judgement came is measured from it."""
 
 
-@dataclass
+Key = tuple[str, str]
+"""A worker is (source, name) everywhere: two hubs with a ``worker-1`` are two workers."""
+
+
+@dataclass(slots=True, eq=False)
 class Tracker:
     """One worker's health, from its arrivals, its connection and evidence of life."""
 
@@ -166,6 +197,7 @@ class Tracker:
     interval_s: float
     thresholds: Thresholds
     joined_at: float
+    source: str = ""
     isolation: str | None = None
     pid: int | None = None
     host: str | None = None
@@ -184,17 +216,29 @@ class Tracker:
     missed: int = 0
     episodes: int = 0
     gaps: Gaps = field(init=False)
+    back_by: float | None = field(default=None, init=False)
+    """An unknown worker its source no longer lists: dead if it has not joined by then."""
+    due: float | None = field(default=None, init=False)
+    """The deadline this tracker is scheduled at in its fleet's heap, if any."""
 
     def __post_init__(self) -> None:
         self.gaps = Gaps(self.thresholds.phi.sample_window)
+
+    @property
+    def key(self) -> Key:
+        return (self.source, self.name)
 
     # --- what happened ----------------------------------------------------------
 
     def hello(self, now: float, interval_s: float, connected: bool | None,
               heard_at: float | None = None, seq: int | None = None) -> list[Transition]:
-        """A (re)join: the only way out of ``dead``. ``heard_at`` and ``seq``: its last
-        beat, when a hub's snapshot says so."""
-        self.interval_s, self.connected = interval_s, connected
+        """A (re)join: the only way out of ``dead`` and ``unknown``. ``heard_at`` and
+        ``seq``: its last beat, when a hub's snapshot says so."""
+        self.interval_s, self.connected, self.back_by = interval_s, connected, None
+        if self.state == "unknown":  # its hello (now) or its source's snapshot says when it was last heard
+            self.last_beat_at = now if heard_at is None else heard_at
+            self.seq = seq if seq is not None else self.seq
+            return self._move(now, "healthy", "its source is back")
         if self.state != "dead":
             return []
         self.joined_at, self.last_beat_at, self.seq = (now if heard_at is None else heard_at), None, seq
@@ -203,7 +247,7 @@ class Tracker:
     def beat(self, now: float, seq: int | None = None, main_blocked_ms: float | None = None,
              loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:
         state = self.state
-        if state == "dead":
+        if state == "dead" or state == "unknown":
             return []  # a beat in flight when the connection closed; only a hello revives
         last = self.last_beat_at
         gap = now - (last if last is not None else self.joined_at)
@@ -229,6 +273,20 @@ class Tracker:
         self.connected = False
         return self._move(now, "dead", reason)
 
+    def source_lost(self, now: float, source: str) -> list[Transition]:
+        """The source that reports this worker is unreachable: its silence says nothing
+        about the worker, so it is neither late nor dead until the source is back."""
+        self.connected = None
+        if self.state == "dead":
+            return []
+        return self._move(now, "unknown", f"{source} unreachable: state not known")
+
+    def missing(self, now: float) -> None:
+        """Its source is back and does not list it. A restarted hub knows no worker until
+        it reconnects, so absence is not yet evidence: it has ``dead_after`` intervals."""
+        if self.state == "unknown" and self.back_by is None:
+            self.back_by = now + self.thresholds.dead_after * self.interval_s
+
     def evidence(self, now: float, alive: bool, cpu_busy: bool) -> list[Transition]:
         """A local pid's reading. An open connection outranks it: a pid that looks gone
         (another pid namespace under the same hostname) does not kill a connected worker."""
@@ -242,8 +300,18 @@ class Tracker:
         return bool(self.connected) or bool(self.cpu_busy)
 
     def silence(self, now: float) -> float:
-        last = self.last_beat_at  # read once: another thread may be reviving the worker
+        last = self.last_beat_at
         return now - (last if last is not None else self.joined_at)
+
+    def _limits(self) -> tuple[float, float, float]:
+        """(late, suspected, dead) as silences in seconds, by the configured rule."""
+        t = self.thresholds
+        dead = t.dead_after * self.interval_s
+        if t.rule == "phi" and self.gaps.count >= 2:
+            p = t.phi
+            mean, std = self.gaps.mean + p.acceptable_pause_s, max(self.gaps.std, p.min_std_dev_ms / 1000)
+            return phi_silence(p.late_threshold, mean, std), phi_silence(p.threshold, mean, std), dead
+        return t.late_after * self.interval_s, t.starved_after * self.interval_s, dead
 
     def suspicion(self, silence_s: float) -> tuple[bool, bool]:
         """(late, suspected) by the configured rule."""
@@ -254,28 +322,49 @@ class Tracker:
             return value >= p.late_threshold, value >= p.threshold
         return silence_s >= t.late_after * self.interval_s, silence_s >= t.starved_after * self.interval_s
 
+    def next_deadline(self, now: float, excused_s: float = 0.0) -> float | None:
+        """When, with no beat before it, :meth:`evaluate` has something new to say: the
+        first threshold the silence has not crossed yet, on this tracker's clock (shifted
+        by silence excused as the monitor's own). None: nothing silence can change.
+        One microsecond is added so that the judgement at the deadline, with its own
+        rounding, is past the threshold rather than a hair short of it."""
+        if self.state == "unknown" and self.back_by is not None:
+            return max(now, self.back_by)
+        if self.state == "dead" or self.state == "unknown":
+            return None
+        silence = self.silence(now) - excused_s
+        late, suspected, dead = self._limits()
+        limits = (late, suspected) if self.has_evidence_of_life else (late, suspected, dead)
+        ahead = [limit for limit in limits if limit > silence]
+        return now + min(ahead) - silence + 1e-6 if ahead else None
+
     def evaluate(self, now: float, excused_s: float = 0.0) -> list[Transition]:
         """Silence-driven transitions. ``excused_s`` is silence that was the monitor's
         own fault (it stalled), which no worker is blamed for."""
-        if self.state == "dead":
+        if self.state == "unknown" and self.back_by is not None and now >= self.back_by:
+            return self._move(now, "dead", "not back since its source returned")
+        if self.state == "dead" or self.state == "unknown":
             return []
         silence = max(0.0, self.silence(now) - excused_s)
         late, suspected = self.suspicion(silence)
         if suspected and self.has_evidence_of_life:
-            return self._move(now, "starved", f"silent for {silence * 1000:.0f} ms, but alive ({self._alive_because()})")
+            return self._move(now, "starved", f"silent for {silence * 1000:.0f} ms, but alive ({self._alive_because()})",
+                              silence_s=silence)
         if not self.has_evidence_of_life and silence >= self.thresholds.dead_after * self.interval_s:
-            return self._move(now, "dead", f"silent for {silence * 1000:.0f} ms with no evidence of life")
+            return self._move(now, "dead", f"silent for {silence * 1000:.0f} ms with no evidence of life",
+                              silence_s=silence)
         if late or suspected:
             if self.state == "starved":
                 return []  # evidence may flicker; starved stays until a beat or a death
-            return self._move(now, "late", f"silent for {silence * 1000:.0f} ms")
+            return self._move(now, "late", f"silent for {silence * 1000:.0f} ms", silence_s=silence)
         return []
 
     def _alive_because(self) -> str:
         return "connection open" if self.connected else "process burning CPU"
 
-    def _move(self, now: float, to: State, reason: str, episode: Episode | None = None) -> list[Transition]:
+    def _move(self, now: float, to: State, reason: str, episode: Episode | None = None,
+              silence_s: float | None = None) -> list[Transition]:
         if to == self.state and episode is None:
             return []
         before, self.state = self.state, to
-        return [Transition(now, self.name, before, to, reason, episode)]
+        return [Transition(now, self.name, before, to, reason, episode, self.source, silence_s)]

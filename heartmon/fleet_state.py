@@ -1,20 +1,29 @@
 """Fleet state: every worker's tracker, counts by state, the available pool, a bounded
-event log, probe history, and the monitor's own stalls. Pure like the detector: the
-caller passes the time and decides about locks and threads.
+event log, probe history, the monitor's own stalls, and the deadlines at which silent
+workers must be judged. Pure like the detector: the caller passes the time and decides
+about locks and threads.
+
+Judgement runs on deadlines: each tracker is in a heap at most once, at the time its
+silence crosses its next threshold. A beat does not touch the heap (it only moves the
+tracker's real deadline later); when an entry falls due, the tracker is judged and
+scheduled again at its new deadline. A fleet whose workers all beat on time costs one
+heap pop and push per worker per late threshold, instead of a scan of every worker on
+every tick, and a silence is judged when it crosses the line, not on the next tick.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from heartmon.detector import AVAILABLE, STATES, State, Thresholds, Tracker, Transition
+from heartmon.detector import AVAILABLE, STATES, Key, State, Thresholds, Tracker, Transition
 
 STALL_WINDOWS = 64
 PROBE_HISTORY = 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MonitorStall:
     """The monitor itself could not run for a while: no worker is blamed for it."""
 
@@ -22,7 +31,7 @@ class MonitorStall:
     length_s: float
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ProbeRun:
     id: str
     probe: str
@@ -39,64 +48,113 @@ LogEntry = Transition | MonitorStall
 class FleetState:
     def __init__(self, thresholds: Thresholds, log_size: int = 1000) -> None:
         self.thresholds = thresholds
-        self.trackers: dict[str, Tracker] = {}
+        self.trackers: dict[Key, Tracker] = {}
         self.log: deque[LogEntry] = deque(maxlen=log_size)
         self.stalls: deque[tuple[float, float]] = deque(maxlen=STALL_WINDOWS)
-        self.probes: dict[str, deque[ProbeRun]] = {}
-        self.unknown_beats = 0
+        self.probes: dict[Key, deque[ProbeRun]] = {}
         self.logged = 0
         """Entries ever logged: a reader that remembers it knows which entries are new."""
+        self.version = 0
+        """Bumped whenever a worker appears, goes or changes state: whoever keeps an
+        order of the workers knows when it must sort again."""
+        self._due: list[tuple[float, int, Key]] = []
+        self._pushes = 0
 
     # --- arrivals ---------------------------------------------------------------
 
-    def join(self, now: float, name: str, interval_s: float, *, connected: bool | None,
+    def join(self, now: float, key: Key, interval_s: float, *, connected: bool | None,
              isolation: str | None = None, pid: int | None = None, host: str | None = None,
              heard_at: float | None = None, seq: int | None = None) -> list[Transition]:
         """A worker (re)appears. ``heard_at`` and ``seq``: its last beat, if a snapshot says so."""
-        tracker = self.trackers.get(name)
+        tracker = self.trackers.get(key)
         if tracker is None:
             joined = now if heard_at is None else heard_at
-            tracker = self.trackers[name] = Tracker(name, interval_s, self.thresholds, joined, connected=connected,
-                                                    seq=seq)
-            self.probes[name] = deque(maxlen=PROBE_HISTORY)
+            tracker = self.trackers[key] = Tracker(key[1], interval_s, self.thresholds, joined, source=key[0],
+                                                   connected=connected, seq=seq)
+            self.probes[key] = deque(maxlen=PROBE_HISTORY)
+            self.version += 1
             changes = []
         else:
             changes = tracker.hello(now, interval_s, connected, heard_at, seq)
         tracker.isolation, tracker.pid, tracker.host = isolation, pid, host
+        self._schedule(tracker, now)
         return self._record(changes)
 
-    def beat(self, now: float, name: str, **fields) -> list[Transition]:
-        tracker = self.trackers.get(name)
+    def beat(self, now: float, key: Key, **fields) -> list[Transition]:
+        """A beat from a worker that never said hello is dropped: without its interval
+        there is nothing to judge it by, and its hello comes first on every source."""
+        tracker = self.trackers.get(key)
         if tracker is None:
-            self.unknown_beats += 1
             return []
-        return self._record(tracker.beat(now, **fields))
+        changes = tracker.beat(now, **fields)
+        if changes:
+            self._schedule(tracker, now)
+        return self._record(changes)
 
-    def left(self, now: float, name: str, reason: str) -> list[Transition]:
-        tracker = self.trackers.get(name)
+    def left(self, now: float, key: Key, reason: str) -> list[Transition]:
+        tracker = self.trackers.get(key)
         return self._record(tracker.disconnected(now, reason)) if tracker else []
 
-    def evidence(self, now: float, name: str, alive: bool, cpu_busy: bool) -> list[Transition]:
-        tracker = self.trackers.get(name)
-        return self._record(tracker.evidence(now, alive, cpu_busy)) if tracker else []
+    def source_lost(self, now: float, source: str) -> list[Transition]:
+        """Every worker of an unreachable source becomes ``unknown`` until it is back."""
+        changes = []
+        for tracker in self.trackers.values():
+            if tracker.source == source:
+                changes.extend(tracker.source_lost(now, source))
+        return self._record(changes)
 
-    def probe_started(self, now: float, name: str, id: str, probe: str, duration_s: float) -> None:
-        if name in self.trackers:
-            self.trackers[name].probe = probe
-            self.probes[name].append(ProbeRun(id, probe, duration_s, now))
+    def missing(self, now: float, key: Key, reason: str) -> list[Transition]:
+        """The source's list lacks this worker: dead at once if its state was known (it
+        left), given time to come back if the source itself had been lost."""
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            return []
+        if tracker.state != "unknown":
+            return self._record(tracker.disconnected(now, reason))
+        tracker.missing(now)
+        self._schedule(tracker, now)
+        return []
 
-    def probe_finished(self, now: float, name: str, id: str, elapsed_s: float, error: str | None) -> None:
-        if name not in self.trackers:
+    def state_of(self, key: Key) -> State | None:
+        tracker = self.trackers.get(key)
+        return tracker.state if tracker is not None else None
+
+    def evidence(self, now: float, key: Key, alive: bool, cpu_busy: bool) -> list[Transition]:
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            return []
+        changes = tracker.evidence(now, alive, cpu_busy)
+        if tracker.state != "dead":  # evidence changes which thresholds apply: judge at once
+            changes += tracker.evaluate(now, self._excused(tracker, now))
+            self._schedule(tracker, now)
+        return self._record(changes)
+
+    def probe_started(self, now: float, key: Key, id: str, probe: str, duration_s: float) -> None:
+        if key in self.trackers:
+            self.trackers[key].probe = probe
+            self.probes[key].append(ProbeRun(id, probe, duration_s, now))
+
+    def probe_finished(self, now: float, key: Key, id: str, elapsed_s: float, error: str | None) -> None:
+        if key not in self.trackers:
             return
-        self.trackers[name].probe = None
-        for run in reversed(self.probes[name]):
+        self.trackers[key].probe = None
+        runs = self.probes[key]
+        for index in range(len(runs) - 1, -1, -1):
+            run = runs[index]
             if run.id == id:
-                run.finished_at, run.elapsed_s, run.error = now, elapsed_s, error
+                runs[index] = ProbeRun(run.id, run.probe, run.duration_s, run.started_at, now, elapsed_s, error)
                 break
 
-    def forget(self, name: str) -> None:
-        self.trackers.pop(name, None)
-        self.probes.pop(name, None)
+    def probe_running(self, key: Key, probe: str) -> None:
+        """A snapshot says a probe runs that this state never saw start."""
+        tracker = self.trackers.get(key)
+        if tracker is not None and tracker.probe is None:
+            tracker.probe = probe
+
+    def forget(self, key: Key) -> None:
+        if self.trackers.pop(key, None) is not None:
+            self.version += 1
+        self.probes.pop(key, None)
 
     # --- the monitor's own health -------------------------------------------------
 
@@ -117,26 +175,66 @@ class FleetState:
             total += max(0.0, min(end, now) - max(start, since))
         return total
 
+    def _excused(self, tracker: Tracker, now: float) -> float:
+        return self.excused(now - tracker.silence(now), now) if self.stalls else 0.0
+
     # --- judgement --------------------------------------------------------------
 
+    def next_due(self) -> float | None:
+        """The earliest deadline in the heap: when :meth:`evaluate_due` has work."""
+        return self._due[0][0] if self._due else None
+
+    def evaluate_due(self, now: float) -> list[Transition]:
+        """Judges the trackers whose deadline has come, and schedules their next one.
+        Each tracker is judged at most once per call, so a deadline that rounding puts
+        at ``now`` again waits for the next call instead of spinning."""
+        due, changes, judged = self._due, [], []
+        while due and due[0][0] <= now:
+            when, _, key = heapq.heappop(due)
+            tracker = self.trackers.get(key)
+            if tracker is None or tracker.due != when:
+                continue  # forgotten, or rescheduled since
+            tracker.due = None
+            changes.extend(tracker.evaluate(now, self._excused(tracker, now)))
+            judged.append(tracker)
+        for tracker in judged:
+            self._schedule(tracker, now)
+        return self._record(changes)
+
     def evaluate(self, now: float) -> list[Transition]:
+        """Judges every worker now: after a snapshot, whose ages must be judged at once."""
         changes: list[Transition] = []
         for tracker in self.trackers.values():
-            excused = self.excused(now - tracker.silence(now), now) if self.stalls else 0.0
-            changes.extend(tracker.evaluate(now, excused))
+            changes.extend(tracker.evaluate(now, self._excused(tracker, now)))
+            self._schedule(tracker, now)
         return self._record(changes)
+
+    def _schedule(self, tracker: Tracker, now: float) -> None:
+        """Puts the tracker in the heap at its next deadline, unless an earlier entry is
+        already there (it will reschedule itself when it falls due)."""
+        deadline = tracker.next_deadline(now, self._excused(tracker, now))
+        if deadline is None or (tracker.due is not None and tracker.due <= deadline):
+            return
+        tracker.due = deadline
+        self._pushes += 1
+        heapq.heappush(self._due, (deadline, self._pushes, tracker.key))
+        if len(self._due) > 4 * len(self.trackers) + 64:  # entries made stale by rescheduling
+            self._due = [entry for entry in self._due
+                         if (t := self.trackers.get(entry[2])) is not None and t.due == entry[0]]
+            heapq.heapify(self._due)
 
     def counts(self) -> dict[State, int]:
         counted = Counter(t.state for t in self.trackers.values())
         return {state: counted.get(state, 0) for state in STATES}
 
-    def available(self) -> list[str]:
-        return [name for name, t in self.trackers.items() if t.state in AVAILABLE]
+    def available(self) -> list[Key]:
+        return [key for key, t in self.trackers.items() if t.state in AVAILABLE]
 
     def _record(self, changes: list[Transition]) -> list[Transition]:
         if changes:
             self.log.extend(changes)
             self.logged += len(changes)
+            self.version += 1
         return changes
 
     def new_entries(self, seen: int) -> list[LogEntry]:

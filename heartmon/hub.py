@@ -174,7 +174,7 @@ class Hub:
         finally:
             if session is not None and self.workers.get(session.hello.worker) is session:
                 del self.workers[session.hello.worker]
-                self.fleet.forget(session.hello.worker)
+                self.fleet.forget(("", session.hello.worker))
                 self._publish(WorkerLeft(worker=session.hello.worker, reason=reason, at=self.wall()))
 
     async def _refuse(self, ws: ServerConnection, exc: ProtocolError) -> None:
@@ -189,7 +189,7 @@ class Hub:
         old = self.workers.get(message.worker)
         session = WorkerSession(message, ws, connected_at=self.wall())
         self.workers[message.worker] = session
-        self.fleet.join(self.mono(), message.worker, message.interval_ms / 1000, connected=True,
+        self.fleet.join(self.mono(), ("", message.worker), message.interval_ms / 1000, connected=True,
                         isolation=message.isolation, pid=message.pid, host=message.host)
         if old is not None:  # a reconnect whose old connection is not yet known dead
             self._publish(WorkerLeft(worker=message.worker, reason="replaced by a new connection", at=self.wall()))
@@ -202,7 +202,7 @@ class Hub:
         now = self.wall()
         if isinstance(message, Beat):
             session.last_beat_at, session.seq = now, message.seq
-            self.fleet.beat(self.mono(), name, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
+            self.fleet.beat(self.mono(), ("", name), seq=message.seq, main_blocked_ms=message.main_blocked_ms,
                             loop_lag_ms=message.loop_lag_ms)
             self.beats[name] += 1
             self._publish(WorkerBeat(worker=name, seq=message.seq, sent_at=message.sent_at, recv_at=now,
@@ -251,9 +251,10 @@ class Hub:
     # --- commands -----------------------------------------------------------------
 
     def available(self) -> list[WorkerSession]:
-        """Connected workers the detector calls healthy or busy, judged now."""
-        self.fleet.evaluate(self.mono())
-        return [self.workers[name] for name in self.fleet.available() if name in self.workers]
+        """Connected workers the detector calls healthy or busy, judged now: the
+        deadlines that fell due since the last question are judged, nothing else."""
+        self.fleet.evaluate_due(self.mono())
+        return [self.workers[name] for _, name in self.fleet.available() if name in self.workers]
 
     async def inject(self, target: str, probe: str, duration_s: float, params: dict | None = None) -> dict:
         """Routes a probe to a worker (or ``any`` available one); raises HubError."""
@@ -320,7 +321,7 @@ class Hub:
             available = {s.hello.worker for s in self.available()}
             trackers = self.fleet.trackers
             return _json(ws, HTTPStatus.OK, [
-                {**s.info().model_dump(), "state": trackers[name].state, "available": name in available}
+                {**s.info().model_dump(), "state": trackers[("", name)].state, "available": name in available}
                 for name, s in self.workers.items()
             ])
         if path == "/api/probes":

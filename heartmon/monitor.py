@@ -1,10 +1,16 @@
-"""The monitor's engine: an ingest thread that the UI cannot block.
+"""The monitor's engine: sources in, judged fleet out, as frozen views.
 
-Arrivals are stamped with the monitor's own clock on a thread with its own event loop,
-fed to the fleet state, and the detector is evaluated there on a fixed tick. Whoever
-shows the result (the TUI, ``heartmon events``, ``heartmon check``) reads the fleet
-state and its log under a lock; none of them can delay a timestamp. The ingest loop also measures its own lag: when it stalled, the silence it
-missed is excused instead of blamed on workers (Cassandra does the same).
+Arrivals are stamped with the monitor's own clock on an event loop that does nothing
+else, fed to the fleet state, and judged at their deadlines (the earliest threshold
+any silent worker will cross), not on a periodic scan. Readers get
+:class:`~heartmon.view.FleetView` values from :meth:`Monitor.view`; nothing outside this
+module touches the fleet state, its trackers or the lock.
+
+The loop also measures its own lag: when it stalled, the silence it missed is excused
+instead of blamed on workers (Cassandra does the same). ``heartmon events`` and
+``heartmon check`` run this engine on a thread of their own process; the TUI runs it
+in a child process (:mod:`heartmon.monitor_process`), so that drawing the screen and
+taking in beats never share an interpreter lock.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import httpx
 import psutil
 
 from heartmon.config import Settings
+from heartmon.detector import Key
 from heartmon.fleet_state import FleetState
 from heartmon.protocol import (
     Snapshot,
@@ -28,7 +35,12 @@ from heartmon.protocol import (
     WorkerProbeFinished,
     WorkerProbeStarted,
 )
-from heartmon.sources import HttpSource, HubSource, parse_source
+from heartmon.sources import Source, parse_source
+from heartmon.view import FleetView, SourceView, Viewer, ViewRequest
+
+JUDGE_SLACK_S = 0.002
+"""Deadlines that fall within this of each other are judged in one wake-up: a thousand
+workers' deadlines cost at most a few hundred wake-ups a second, each at most this late."""
 
 
 class Monitor:
@@ -44,38 +56,41 @@ class Monitor:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.fleet = FleetState(settings.detector)
-        self.lock = threading.Lock()
+        self._fleet = FleetState(settings.detector)
+        self._viewer = Viewer(self._fleet)
+        self._lock = threading.Lock()
         self.hostname = hostname or socket.gethostname()
         self.transport = transport
         self._client: httpx.AsyncClient | None = None
         m = settings.monitor
-        self.sources: list[HubSource | HttpSource] = [
+        self.sources: list[Source] = [
             parse_source(spec, settings.token, m.http_interval_ms / 1000, m.http_timeout_ms / 1000, self._http)
             for spec in sources
         ]
-        self.owner: dict[str, str] = {}
-        """Which hub each worker was heard from, for a resync after a reconnect."""
+        self._owner: dict[str, str] = {}
+        """Which hub each worker name was heard from, for a resync after a reconnect."""
         self.lag_ms = 0.0
         """How late the ingest loop's last tick was: the monitor's own lag."""
-        self.ticks = 0
-        """Evaluations so far: proof that the ingest loop is alive."""
         self.crashed: BaseException | None = None
-        self._wall_offset = time.time() - clock() if epoch_offset is None else epoch_offset
+        self.wall_offset = time.time() - clock() if epoch_offset is None else epoch_offset
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_due = 0.0
+        self._alive_at = clock()
+        self._subscribers: list[Callable[[FleetView], None]] = []
 
     # --- life -------------------------------------------------------------------
 
     def start(self) -> Monitor:
+        """Runs ingest on a thread with its own event loop."""
         ready = threading.Event()
 
         def run() -> None:
             async def main() -> None:
-                self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
                 ready.set()
-                await self._ingest()
+                await self.run()
 
             try:
                 asyncio.run(main())
@@ -93,7 +108,10 @@ class Monitor:
 
     def stop(self) -> None:
         if self._loop is not None and self._task is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
         if self._thread is not None:
             self._thread.join(5)
 
@@ -103,9 +121,47 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    async def run(self) -> None:
+        """Ingest until cancelled, on the running loop."""
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        try:
+            async with httpx.AsyncClient(transport=self.transport) as client:
+                self._client = client
+                await asyncio.gather(self._tick(), self._evidence(), *(source.run(self) for source in self.sources))
+        finally:
+            if self._alarm is not None:
+                self._alarm.cancel()
+
+    # --- the one read API ---------------------------------------------------------
+
+    def view(self, request: ViewRequest = ViewRequest()) -> FleetView:
+        """The fleet as the request wants to see it, now: plain values, safe to keep."""
+        now = self.now()
+        sources = tuple(SourceView(s.status.label, s.kind, s.status.link, s.status.detail) for s in self.sources)
+        crashed = f"{type(self.crashed).__name__}: {self.crashed}" if self.crashed else None
+        with self._lock:
+            return self._viewer.view(request, now, self.wall_offset, sources=sources, ingest_lag_ms=self.lag_ms,
+                                     crashed=crashed)
+
+    def subscribe(self, callback: Callable[[FleetView], None]) -> None:
+        """For a screen: ``callback`` gets the view of every :meth:`request`."""
+        self._subscribers.append(callback)
+
+    def request(self, request: ViewRequest) -> None:
+        """A screen asks for a view; in-process it is built and handed over at once."""
+        view = self.view(request)
+        for callback in self._subscribers:
+            callback(view)
+
+    def judge(self, now: float) -> None:
+        """Judges every deadline due by ``now``: what the alarm does on the ingest loop,
+        for a monitor that is fed by hand on an injected clock (scripted fleets)."""
+        with self._lock:
+            self._fleet.evaluate_due(now)
+
     def wall(self, t: float) -> float:
         """The monitor's clock (monotonic) as seconds since the epoch, for display."""
-        return t + self._wall_offset
+        return t + self.wall_offset
 
     # --- the ingest loop ----------------------------------------------------------
 
@@ -116,111 +172,131 @@ class Monitor:
         assert self._client is not None, "HTTP sources run inside the ingest loop"
         return self._client
 
-    async def _ingest(self) -> None:
-        async with httpx.AsyncClient(transport=self.transport) as client:
-            self._client = client
-            await asyncio.gather(self._tick(), self._evidence(), *(source.run(self) for source in self.sources))
+    def _awake(self, now: float) -> None:
+        """Called whenever the loop runs a timer: a gap since the last one longer than
+        the stall bound was the monitor's own stall, excused for every worker."""
+        if now - self._alive_at > self.settings.monitor.stall_ms / 1000:
+            self._fleet.monitor_stalled(self._alive_at, now)
+        self._alive_at = now
 
     async def _tick(self) -> None:
+        """Measures the loop's own lag; judging is done by the deadline alarm."""
         period = self.settings.monitor.tick_ms / 1000
-        stall = self.settings.monitor.stall_ms / 1000
         last = self.now()
         while True:
             await asyncio.sleep(max(0.0, last + period - self.now()))
             now = self.now()
-            lag = now - (last + period)
-            self.lag_ms = max(0.0, lag * 1000)
-            with self.lock:
-                if lag > stall:
-                    self.fleet.monitor_stalled(last, now)
-                self.fleet.evaluate(now)
-            self.ticks += 1
+            self.lag_ms = max(0.0, (now - (last + period)) * 1000)
+            with self._lock:
+                self._awake(now)
             last = now
+
+    def _arm(self) -> None:
+        """Sets the alarm for the earliest deadline, if it is earlier than the one set."""
+        due = self._fleet.next_due()
+        if due is None or self._loop is None or (self._alarm is not None and self._alarm_due <= due):
+            return
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm_due = due
+        self._alarm = self._loop.call_later(max(0.0, due - self.now()) + JUDGE_SLACK_S, self._on_alarm)
+
+    def _on_alarm(self) -> None:
+        self._alarm = None
+        now = self.now()
+        with self._lock:
+            self._awake(now)
+            self._fleet.evaluate_due(now)
+            self._arm()
 
     async def _evidence(self) -> None:
         """Local workers: is the pid still there, is it burning CPU?"""
         every = self.settings.monitor.evidence_ms / 1000
         busy_percent = self.settings.monitor.busy_cpu_percent
-        processes: dict[str, psutil.Process] = {}
+        processes: dict[Key, psutil.Process] = {}
         while True:
             await asyncio.sleep(every)
-            with self.lock:
-                local = [(t.name, t.pid) for t in self.fleet.trackers.values()
-                         if t.pid and t.host == self.hostname and t.state != "dead"]
-            readings = [(name, *_read_process(processes, name, pid, busy_percent)) for name, pid in local]
+            with self._lock:
+                local = [(t.key, t.pid) for t in self._fleet.trackers.values()
+                         if t.pid and t.host == self.hostname and t.state not in ("dead", "unknown")]
+            readings = [(key, *_read_process(processes, key, pid, busy_percent)) for key, pid in local]
             now = self.now()
-            with self.lock:
-                for name, alive, busy in readings:
-                    self.fleet.evidence(now, name, alive, busy)
+            with self._lock:
+                for key, alive, busy in readings:
+                    self._fleet.evidence(now, key, alive, busy)
+                self._arm()
 
     # --- what sources report (called on the ingest loop) --------------------------
 
     def hub_message(self, source: str, message: object, now: float) -> None:
-        fleet = self.fleet
-        with self.lock:
+        fleet = self._fleet
+        with self._lock:
             match message:
                 case WorkerBeat():
-                    fleet.beat(now, message.worker, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
-                               loop_lag_ms=message.loop_lag_ms)
+                    fleet.beat(now, (source, message.worker), seq=message.seq,
+                               main_blocked_ms=message.main_blocked_ms, loop_lag_ms=message.loop_lag_ms)
                 case WorkerJoined(info=info):
-                    self.owner[info.worker] = source
-                    fleet.join(now, info.worker, info.interval_ms / 1000, connected=True, isolation=info.isolation,
-                               pid=info.pid, host=info.host)
+                    self._owner[info.worker] = source
+                    fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=True,
+                               isolation=info.isolation, pid=info.pid, host=info.host)
                 case WorkerLeft():
-                    fleet.left(now, message.worker, message.reason)
+                    fleet.left(now, (source, message.worker), message.reason)
                 case WorkerProbeStarted():
-                    fleet.probe_started(now, message.worker, message.id, message.probe, message.duration_s)
+                    fleet.probe_started(now, (source, message.worker), message.id, message.probe, message.duration_s)
                 case WorkerProbeFinished():
-                    fleet.probe_finished(now, message.worker, message.id, message.elapsed_s, message.error)
+                    fleet.probe_finished(now, (source, message.worker), message.id, message.elapsed_s, message.error)
                 case Snapshot():
                     self._resync(source, message, now)
+            self._arm()
 
     def _resync(self, source: str, snapshot: Snapshot, now: float) -> None:
-        """After a (re)connect: the hub's list is the truth; who left meanwhile is dead."""
+        """After a (re)connect: the hub's list is the truth. Who left while the monitor was
+        disconnected is dead; who is missing after the hub itself was lost may still be
+        reconnecting to it, and gets the time to."""
         present = set()
         for info in snapshot.workers:
             present.add(info.worker)
-            self.owner[info.worker] = source
+            self._owner[info.worker] = source
             heard = info.last_beat_at if info.last_beat_at is not None else info.connected_at
-            self.fleet.join(now, info.worker, info.interval_ms / 1000, connected=True, isolation=info.isolation,
-                            pid=info.pid, host=info.host, heard_at=now - max(0.0, snapshot.sent_at - heard),
-                            seq=info.seq)
-            if info.probe and self.fleet.trackers[info.worker].probe is None:
-                self.fleet.trackers[info.worker].probe = info.probe
-        for name, owner in self.owner.items():
+            self._fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=True,
+                             isolation=info.isolation, pid=info.pid, host=info.host,
+                             heard_at=now - max(0.0, snapshot.sent_at - heard), seq=info.seq)
+            if info.probe:
+                self._fleet.probe_running((source, info.worker), info.probe)
+        for name, owner in self._owner.items():
             if owner == source and name not in present:
-                self.fleet.left(now, name, "left while the monitor was disconnected")
-        self.fleet.evaluate(now)  # judge the snapshot's ages at once
+                self._fleet.missing(now, (source, name), "left while the monitor was disconnected")
+        self._fleet.evaluate(now)  # judge the snapshot's ages at once
 
     def hub_lost(self, source: str, now: float) -> None:
-        """The stream broke: whether its workers' connections are open is now unknown."""
-        with self.lock:
-            for name, owner in self.owner.items():
-                tracker = self.fleet.trackers.get(name)
-                if owner == source and tracker is not None and tracker.connected:
-                    tracker.connected = None
+        """The stream broke: nothing is known of its workers until it is back."""
+        with self._lock:
+            self._fleet.source_lost(now, source)
 
-    def http_answer(self, name: str, interval_s: float, now: float, seq: int, latency_ms: float | None) -> None:
-        with self.lock:
-            tracker = self.fleet.trackers.get(name)
-            if tracker is None or (latency_ms is not None and tracker.state == "dead"):
-                self.fleet.join(now, name, interval_s, connected=None)  # an answer is a hello
+    def http_answer(self, source: str, name: str, interval_s: float, now: float, seq: int,
+                    latency_ms: float | None) -> None:
+        key = (source, name)
+        with self._lock:
+            state = self._fleet.state_of(key)
+            if state is None or (latency_ms is not None and state == "dead"):
+                self._fleet.join(now, key, interval_s, connected=None)  # an answer is a hello
             if latency_ms is not None:
-                self.fleet.beat(now, name, seq=seq, latency_ms=latency_ms)
+                self._fleet.beat(now, key, seq=seq, latency_ms=latency_ms)
+            self._arm()
 
 
-def _read_process(cache: dict[str, psutil.Process], name: str, pid: int, busy_percent: float) -> tuple[bool, bool]:
+def _read_process(cache: dict[Key, psutil.Process], key: Key, pid: int, busy_percent: float) -> tuple[bool, bool]:
     """(alive, burning CPU) for a local pid; a zombie counts as gone."""
     try:
-        proc = cache.get(name)
+        proc = cache.get(key)
         if proc is None or proc.pid != pid:
-            proc = cache[name] = psutil.Process(pid)
+            proc = cache[key] = psutil.Process(pid)
             proc.cpu_percent(None)  # the first reading only starts the measurement
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False, False
         return True, proc.cpu_percent(None) >= busy_percent
     except psutil.NoSuchProcess:
-        cache.pop(name, None)
+        cache.pop(key, None)
         return False, False
     except psutil.AccessDenied:
         return True, False

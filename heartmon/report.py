@@ -29,7 +29,7 @@ def as_json(entry: LogEntry, wall: Wall) -> dict:
     if not isinstance(entry, Transition):
         return {"ts": ts, "event": "monitor_stalled", "worker": None, "stall_ms": round(entry.length_s * 1000, 1)}
     record = {"ts": ts, "event": "recovered" if entry.episode else "transition", "worker": entry.worker,
-              "from": entry.from_state, "to": entry.to_state, "reason": entry.reason}
+              "source": entry.source, "from": entry.from_state, "to": entry.to_state, "reason": entry.reason}
     if entry.episode:
         e = entry.episode
         record.update(episode_ms=round(e.length_s * 1000, 1), missed=e.missed, probe=e.probe,

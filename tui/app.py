@@ -1,15 +1,20 @@
-"""The Textual monitor. It shows the fleet state; the monitor's ingest thread computes it.
+"""The Textual monitor. It shows frozen views of the fleet; the engine computes them.
 
-The screen is redrawn on a fixed tick (a few times a second), never per heartbeat: a
-thousand workers beating at 10 Hz cost the UI what one tick costs. The app measures
-its own loop's lag, beside the ingest loop's, and shows both in the header.
+The engine runs in another process (``heartmon watch`` and bare ``heartmon``) or
+in-process (tests, on a scripted fleet): either way the app only sends a
+:class:`~heartmon.view.ViewRequest` and draws the :class:`~heartmon.view.FleetView`
+that comes back. It asks on a fixed tick (a few times a second, never per heartbeat)
+and whenever the rows it needs change (a scroll, a key, the sort). It measures its own
+loop's lag, beside the ingest loop's, and shows both in the header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
@@ -17,18 +22,25 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
 
-from heartmon.detector import Transition
-from heartmon.monitor import Monitor
-from heartmon.report import clock_time, describe
-from heartmon.sources import HubSource
 from heartmon.commands import Answer, HubClient
-from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST, order, summarize
+from heartmon.detector import Key, Transition
+from heartmon.report import clock_time, describe
+from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
+from heartmon.view import FleetView, ViewRequest
 
 LAG_SAMPLE_S = 0.05
 LOG_LINES = 500
 _LINK = {"connected": ("●", "green"), "connecting": ("◌", "yellow"), "retrying": ("✕", "red")}
+
+
+class Feed(Protocol):
+    """Where views come from: :class:`heartmon.monitor.Monitor` in-process, or
+    :class:`heartmon.monitor_process.MonitorProcess`, which also needs the UI's loop."""
+
+    def subscribe(self, callback: Callable[[FleetView], None]) -> None: ...
+    def request(self, request: ViewRequest) -> None: ...
 
 
 class HeartmonApp(App):
@@ -43,10 +55,10 @@ class HeartmonApp(App):
         Binding("question_mark", "help", "help"),
     ]
 
-    def __init__(self, monitor: Monitor, hub_client: HubClient, *, tick_s: float = 0.25,
+    def __init__(self, feed: Feed, hub_client: HubClient, *, tick_s: float = 0.25,
                  lag_clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
-        self.monitor = monitor
+        self.feed = feed
         self.hub_client = hub_client
         self.tick_s = tick_s
         self.sort = SORTS[0]
@@ -55,6 +67,8 @@ class HeartmonApp(App):
         self.lag_clock = lag_clock
         self.ui_lags_ms: deque[float] = deque(maxlen=100_000)
         """The UI loop's lateness, sampled every 50 ms: what the benchmark reports."""
+        self.view = FleetView(at=0.0, wall_offset=0.0)
+        """The newest view: everything the screens show comes from here."""
         self._seen = 0
 
     def compose(self) -> ComposeResult:
@@ -66,8 +80,12 @@ class HeartmonApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_view()
-        self.set_interval(self.tick_s, self.refresh_view)
+        self.feed.subscribe(self._on_view)
+        attach = getattr(self.feed, "attach", None)
+        if attach is not None:
+            attach(asyncio.get_running_loop())
+        self.ask()
+        self.set_interval(self.tick_s, self.ask)
         expected = self.lag_clock() + LAG_SAMPLE_S
 
         def sample_lag() -> None:
@@ -82,57 +100,77 @@ class HeartmonApp(App):
     async def on_unmount(self) -> None:
         await self.hub_client.aclose()
 
-    # --- the tick -----------------------------------------------------------------
+    # --- asking and drawing -------------------------------------------------------
+
+    def ask(self) -> None:
+        """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`."""
+        table = self.query_one(FleetTable)
+        offset, height = table.rows_wanted
+        detail = self.screen.worker if isinstance(self.screen, DetailScreen) else None
+        self.feed.request(ViewRequest(
+            sort=self.sort, filter=self.filter_text, offset=offset, height=height, cursor=table.cursor_key,
+            cursor_index=table.cursor, detail=detail, seen=self._seen, strip_width=table.strip_width,
+        ))
 
     def refresh_view(self) -> None:
-        monitor = self.monitor
-        now = monitor.now()
-        with monitor.lock:
-            trackers = list(monitor.fleet.trackers.values())
-            summary = summarize(monitor.fleet)
-            entries = [] if self.paused else monitor.fleet.new_entries(self._seen)
-            if not self.paused:
-                self._seen = monitor.fleet.logged
-        self._show_sources()
-        self._show_summary(summary)
+        """Draws the newest view again, and asks for a fresh one."""
+        self._on_view(self.view)
+        self.ask()
+
+    def _on_view(self, view: FleetView) -> None:
+        self.view = view
+        self._show_sources(view)
+        self._show_summary(view)
         table = self.query_one(FleetTable)
-        table.frozen = self.paused
+        if isinstance(self.screen, DetailScreen) and view.detail is not None:
+            self.screen.show(view.detail, view)
         if self.paused:
             return  # ingest goes on; the table and the log hold still, and catch up after
-        table.show(order(trackers, self.sort, self.filter_text), now)
+        table.show(view)
         log = self.query_one("#events", RichLog)
-        for entry in entries:
+        first = view.logged - len(view.entries)  # the number of the view's first entry
+        for number, entry in enumerate(view.entries, start=first + 1):
+            if number <= self._seen:
+                continue  # already written from an earlier view
             style = STATE_STYLE[entry.to_state] if isinstance(entry, Transition) else "magenta"
-            log.write(Text.assemble((clock_time(entry.at, monitor.wall) + " ", "dim"), (describe(entry), style)))
+            log.write(Text.assemble((clock_time(entry.at, view.wall) + " ", "dim"), (describe(entry), style)))
+        self._seen = max(self._seen, view.logged)
 
-    def _show_sources(self) -> None:
+    def _show_sources(self, view: FleetView) -> None:
         line = Text()
-        for source in self.monitor.sources:
-            symbol, colour = _LINK[source.status.link]
+        for source in view.sources:
+            symbol, colour = _LINK.get(source.link, ("?", "red"))
             line.append(f"{symbol} ", style=colour)
-            line.append(f"{source.status.label} ")
-            line.append(f"{source.status.link}{': ' + source.status.detail if source.status.detail else ''}   ",
-                        style="dim")
-        if not self.monitor.sources:
+            line.append(f"{source.label} ")
+            line.append(f"{source.link}{': ' + source.detail if source.detail else ''}   ", style="dim")
+        if not view.sources:
             line.append("no sources ", style="dim")
-        if self.monitor.crashed:
-            line.append(f"ingest stopped: {self.monitor.crashed!r}   ", style="bold red")
+        if view.crashed:
+            line.append(f"ingest stopped: {view.crashed}   ", style="bold red")
         ui_lag = self.ui_lags_ms[-1] if self.ui_lags_ms else 0.0
-        line.append(f"monitor lag: ingest {self.monitor.lag_ms:.0f} ms, ui {ui_lag:.0f} ms", style="dim")
+        line.append(f"monitor lag: ingest {view.ingest_lag_ms:.0f} ms, ui {ui_lag:.0f} ms", style="dim")
         self.query_one("#sources", Static).update(line)
 
-    def _show_summary(self, summary) -> None:
+    def _show_summary(self, view: FleetView) -> None:
         widget = self.query_one("#summary", Static)
-        widget.set_class(summary.no_available_worker, "alarm")
+        widget.set_class(view.no_available_worker, "alarm")
         line = Text()
-        if summary.no_available_worker:
+        if view.no_available_worker:
             line.append(" NO AVAILABLE WORKER ", style="bold reverse")
             line.append("  ")
+        unknown = view.counts.get("unknown", 0)
+        if unknown:
+            down = sum(1 for s in view.sources if s.link != "connected")
+            line.append(f" {unknown} UNKNOWN: {down} source{'s' if down != 1 else ''} down, not counted ",
+                        style="bold reverse magenta")
+            line.append("  ")
         for state in WORST_FIRST:
-            count = summary.counts[state]
-            style = ("bold" if summary.no_available_worker else STATE_STYLE[state]) if count else "dim"
+            count = view.counts.get(state, 0)
+            if state == "unknown":
+                continue  # said loudly above when there are any
+            style = ("bold" if view.no_available_worker else STATE_STYLE[state]) if count else "dim"
             line.append(f"{SYMBOL[state]} {state} {count}   ", style=style)
-        line.append(f"available {summary.available}/{summary.total}", style="bold")
+        line.append(f"available {view.available}/{view.total - unknown}", style="bold")
         line.append(f" · sort: {self.sort}", style="dim")
         if self.filter_text:
             line.append(f" · filter: {self.filter_text}")
@@ -140,6 +178,9 @@ class HeartmonApp(App):
             line.append(" · ")
             line.append(" PAUSED ", style="bold reverse")
         widget.update(line)
+
+    def on_fleet_table_wants(self, message: FleetTable.Wants) -> None:
+        self.ask()
 
     # --- actions ------------------------------------------------------------------
 
@@ -204,28 +245,35 @@ class HeartmonApp(App):
 
     # --- commands to hubs -----------------------------------------------------------
 
-    def hub_for(self, worker: str | None) -> str | None:
+    def hub_for(self, worker: Key | None) -> str | None:
         """The hub a worker came from, else the first hub source."""
-        hubs = [s.status.label for s in self.monitor.sources if isinstance(s, HubSource)]
-        return self.monitor.owner.get(worker or "", hubs[0] if hubs else None)
+        hubs = [s.label for s in self.view.sources if s.kind == "hub"]
+        if worker is not None and worker[0] in hubs:
+            return worker[0]
+        return hubs[0] if hubs else None
 
     async def inject(self, target: str, probe: str, duration_s: float) -> list[Answer]:
-        """`worker:NAME`, `any`, or `isolation:MODE` (every live worker of that mode)."""
+        """`worker:NAME`, `any`, or `isolation:MODE` (every available worker of that mode,
+        as the hub lists them: the hub is the one that must reach them)."""
+        hubs = [s.label for s in self.view.sources if s.kind == "hub"]
+        if not hubs:
+            return [Answer(False, "no hub to send commands to: inject works on hub sources (ws://…)")]
         if target.startswith("isolation:"):
             mode = target.split(":", 1)[1]
-            with self.monitor.lock:
-                names = sorted(t.name for t in self.monitor.fleet.trackers.values()
-                               if t.isolation == mode and t.state != "dead")
-            if not names:
-                return [Answer(False, f"no live {mode} worker")]
+            sends = []
+            for hub in hubs:
+                try:
+                    listed = await self.hub_client.workers(hub)
+                except Exception as exc:  # shown, not raised: the dialog stays usable
+                    return [Answer(False, f"cannot list the workers of {hub}: {exc}")]
+                sends += [(hub, w["worker"]) for w in listed if w["isolation"] == mode and w["available"]]
+            if not sends:
+                return [Answer(False, f"no available {mode} worker")]
+        elif target == "any":
+            sends = [(hubs[0], "any")]
         else:
-            names = [target.removeprefix("worker:")]
-        answers = []
-        for name in names:
-            hub = self.hub_for(None if name == "any" else name)
-            if hub is None:
-                answers.append(Answer(False, "no hub to send commands to: inject works on hub sources (ws://…)"))
-            else:
-                answers.append(await self.hub_client.inject(hub, name, probe, duration_s))
-        return answers
-
+            key = self.query_one(FleetTable).selected
+            name = target.removeprefix("worker:")
+            source = key[0] if key is not None and key[1] == name else None
+            sends = [(self.hub_for((source, name)) if source else hubs[0], name)]
+        return [await self.hub_client.inject(hub, name, probe, duration_s) for hub, name in sends]

@@ -1,34 +1,30 @@
-"""What the screen shows, computed from the fleet state: rows, order, summaries.
-
-Plain functions of a tracker and the time, so the table, the detail screen and the
-tests share one way of saying "p99 gap" or "starved for 1.2 s".
+"""How the screen says things: symbols, styles, columns and the formatting of a frozen
+row. Plain functions of :class:`~heartmon.view.RowView` values: the table, the detail
+screen and the tests share one way of saying "p99 gap" or "starved for 1.2 s", and
+none of them computes anything about the fleet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from heartmon.detector import State
+from heartmon.view import SORTS, STRIP_SPAN_S, WORST_FIRST, RowView
 
-from heartmon.detector import State, Tracker
-from heartmon.fleet_state import FleetState
+__all__ = ["SORTS", "WORST_FIRST", "SYMBOL", "STATE_STYLE", "COLUMNS", "WIDTHS", "cells", "ms", "age"]
 
-SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "starved": "▲", "dead": "✕"}
+SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "starved": "▲", "dead": "✕", "unknown": "?"}
 """A symbol beside every state word: the state is never told by colour alone."""
 
-WORST_FIRST: dict[State, int] = {"starved": 0, "late": 1, "dead": 2, "busy": 3, "healthy": 4}
-"""What is going wrong now, then what is gone, then what is fine."""
-
 STATE_STYLE: dict[State, str] = {"healthy": "green", "busy": "bold blue", "late": "bold yellow",
-                                 "starved": "bold red", "dead": "grey50"}
-
-SORTS = ("worst first", "name", "max gap", "missed")
-"""p99 is shown, not sorted by: a percentile of every worker on every tick costs too much."""
-SPARK = "▁▂▃▄▅▆▇█"
-SPARK_GAPS = 12
+                                 "starved": "bold red", "dead": "grey50", "unknown": "magenta"}
 
 COLUMNS = ("worker", "isolation", "state", "last beat", "interval", "p99 gap", "max gap", "blocked", "missed",
-           "episodes", "recent gaps")
-WIDTHS = (14, 9, 10, 9, 8, 8, 8, 8, 6, 8, SPARK_GAPS)
+           "episodes")
+WIDTHS = (14, 9, 10, 9, 8, 8, 8, 8, 6, 8)
+STATE_COLUMN = COLUMNS.index("state")
+DROP_FIRST = ("interval", "p99 gap", "episodes", "max gap", "missed")
+"""On a narrow terminal these columns give way, in this order, so that the strip stays."""
+STRIP_MIN = 16
+STRIP_TITLE = f"beats, last {STRIP_SPAN_S:g} s →"
 
 
 def ms(seconds: float | None) -> str:
@@ -45,63 +41,41 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.1f}s" if seconds < 100 else f"{seconds / 60:.0f}m"
 
 
-def sparkline(gaps: list[float], ceiling: float) -> str:
-    """Recent gaps as bars scaled to `ceiling` (the starvation threshold): a full bar is
-    a silence long enough to starve."""
-    return "".join(SPARK[min(len(SPARK) - 1, int(g / ceiling * (len(SPARK) - 1)))] for g in gaps[-SPARK_GAPS:])
+def layout(table_width: int) -> tuple[int, ...]:
+    """Which of the fixed columns fit beside a strip of at least STRIP_MIN columns."""
+    shown = list(range(len(COLUMNS)))
+    for name in DROP_FIRST:
+        if fixed_width(tuple(shown)) + STRIP_MIN <= table_width:
+            break
+        shown.remove(COLUMNS.index(name))
+    return tuple(shown)
 
 
-@dataclass(frozen=True)
-class Row:
-    key: str
-    state: State
-    cells: tuple[str, ...]
+def fixed_width(shown: tuple[int, ...]) -> int:
+    """The shown columns before the strip, with a space after each."""
+    return sum(WIDTHS[i] + 1 for i in shown)
 
 
-def row(t: Tracker, now: float) -> Row:
-    silence = t.silence(now) if t.state != "dead" else None
-    blocked = f"{t.main_blocked_ms:.0f}ms" if t.main_blocked_ms is not None else "–"
-    starve_s = t.thresholds.starved_after * t.interval_s
-    gaps = t.gaps
-    return Row(t.name, t.state, (
-        t.name,
-        t.isolation or "http",
-        f"{SYMBOL[t.state]} {t.state}",
-        age(silence),
-        ms(t.interval_s),
-        ms(gaps.percentile(0.99)) if gaps.count else "–",
-        ms(gaps.max) if gaps.count else "–",
-        blocked,
-        str(t.missed),
-        str(t.episodes),
-        sparkline(gaps.last(SPARK_GAPS), starve_s),
-    ))
+def strip_width(table_width: int) -> int:
+    """The strip takes whatever the fixed columns leave."""
+    return max(STRIP_MIN, table_width - fixed_width(layout(table_width)))
 
 
-def order(trackers: Iterable[Tracker], sort: str, text: str) -> list[Tracker]:
-    """Filtered by a substring of name, isolation or state; sorted as asked."""
-    needle = text.lower().strip()
-    chosen = [t for t in trackers if not needle or needle in f"{t.name} {t.isolation or 'http'} {t.state}".lower()]
-    keys = {
-        "worst first": lambda t: (WORST_FIRST[t.state], t.name),
-        "name": lambda t: t.name,
-        "max gap": lambda t: (-t.gaps.max, t.name),
-        "missed": lambda t: (-t.missed, t.name),
-    }
-    return sorted(chosen, key=keys[sort])
+def cells(row: RowView, name: str | None = None) -> tuple[str, ...]:
+    """The fixed columns of a row; ``name`` replaces the worker's name (to add its source)."""
+    return (
+        name or row.name,
+        row.isolation or "http",
+        f"{SYMBOL[row.state]} {row.state}",
+        age(row.silence_s),
+        ms(row.interval_s),
+        ms(row.p99_s),
+        ms(row.max_s),
+        f"{row.blocked_ms:.0f}ms" if row.blocked_ms is not None else "–",
+        str(row.missed),
+        str(row.episodes),
+    )
 
 
-@dataclass(frozen=True)
-class Summary:
-    counts: dict[State, int]
-    available: int
-    total: int
-
-    @property
-    def no_available_worker(self) -> bool:
-        return self.total > 0 and self.available == 0
-
-
-def summarize(fleet: FleetState) -> Summary:
-    """The fleet state's own counts and pool: the screen adds nothing to them."""
-    return Summary(fleet.counts(), len(fleet.available()), len(fleet.trackers))
+def fit(values: tuple[str, ...], shown: tuple[int, ...]) -> list[str]:
+    return [values[i][:WIDTHS[i]].ljust(WIDTHS[i]) for i in shown]

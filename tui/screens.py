@@ -12,22 +12,20 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from heartmon.detector import Transition
+from heartmon.detector import Key, Transition
+from heartmon.fleet_state import ProbeRun
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import clock_time, describe
 from heartmon.tui.model import STATE_STYLE, SYMBOL, age, ms
 from heartmon.tui.widgets import GapPlot
+from heartmon.view import BUCKETS, DetailView, FleetView
 
 if TYPE_CHECKING:
     from heartmon.tui.app import HeartmonApp
 
-PLOT_GAPS = 200
-BUCKETS = ((0.5, "< 0.5×"), (1.0, "0.5–1×"), (1.5, "1–1.5×"), (2.0, "1.5–2×"), (5.0, "2–5× late"),
-           (float("inf"), "≥ 5× starved"))
-
 
 class OfHeartmon:
-    """Screens that read the monitor and call the app's commands."""
+    """Screens that read the app's views and call its commands."""
 
     @property
     def heartmon(self) -> HeartmonApp:
@@ -36,11 +34,12 @@ class OfHeartmon:
 
 class DetailScreen(OfHeartmon, Screen):
     """One worker: its gaps over time against the thresholds, their distribution,
-    its episodes and the probes it ran."""
+    its episodes and the probes it ran. While it is open, the app's requests ask for
+    this worker's details, and every view that comes back is shown here."""
 
     BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("i", "app.inject", "inject")]
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: Key) -> None:
         super().__init__()
         self.worker = worker
 
@@ -55,69 +54,51 @@ class DetailScreen(OfHeartmon, Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.refresh_view()
-        self.set_interval(self.heartmon.tick_s, self.refresh_view)
+        self.heartmon.ask()  # this worker's details, now rather than on the next tick
 
-    def refresh_view(self) -> None:
-        monitor = self.heartmon.monitor
-        now = monitor.now()
-        with monitor.lock:
-            t = monitor.fleet.trackers.get(self.worker)
-            if t is None:
-                return
-            gaps = t.gaps.last(PLOT_GAPS)
-            window = t.gaps.recent()
-            p50, p99 = (t.gaps.percentile(0.5), t.gaps.percentile(0.99)) if t.gaps.count else (None, None)
-            episodes = [e for e in monitor.fleet.log if isinstance(e, Transition) and e.worker == self.worker
-                        and (e.episode or e.to_state in ("late", "starved", "dead"))]
-            runs = list(monitor.fleet.probes.get(self.worker, ()))
-            title = Text.assemble(
-                (f"{t.name}", "bold"), f"  {t.isolation or 'http'}  pid {t.pid or '–'} on {t.host or '–'}  ",
-                (f"{SYMBOL[t.state]} {t.state}", STATE_STYLE[t.state]),
-                f"  last beat {age(t.silence(now))} ago  every {ms(t.interval_s)}  "
-                f"p50 {ms(p50)}  p99 {ms(p99)}  max {ms(t.gaps.max if t.gaps.count else None)}  "
-                f"jitter {ms(t.gaps.std)}  missed {t.missed}  episodes {t.episodes}"
-                + (f"  loop lag {t.loop_lag_ms:.0f}ms" if t.loop_lag_ms is not None else "")
-                + (f"  answer {t.latency_ms:.0f}ms" if t.latency_ms is not None else ""),
-            )
-            late_s, starved_s = t.thresholds.late_after * t.interval_s, t.thresholds.starved_after * t.interval_s
-            interval = t.interval_s
+    def show(self, d: DetailView, view: FleetView) -> None:
+        r = d.row
+        title = Text.assemble(
+            (f"{r.name}", "bold"), f"  {r.isolation or 'http'}  pid {d.pid or '–'} on {d.host or '–'}  ",
+            (f"{SYMBOL[r.state]} {r.state}", STATE_STYLE[r.state]),
+            f"  last beat {age(r.silence_s)} ago  every {ms(r.interval_s)}  "
+            f"p50 {ms(d.p50_s)}  p99 {ms(r.p99_s)}  max {ms(r.max_s)}  "
+            f"jitter {ms(d.jitter_s)}  missed {r.missed}  episodes {r.episodes}"
+            + (f"  loop lag {d.loop_lag_ms:.0f}ms" if d.loop_lag_ms is not None else "")
+            + (f"  answer {d.latency_ms:.0f}ms" if d.latency_ms is not None else ""),
+        )
         self.query_one("#detail-title", Static).update(title)
-        self.query_one(GapPlot).update(gaps, late_s, starved_s)
-        self.query_one("#detail-distribution", Static).update(_distribution(window, interval))
-        self.query_one("#detail-episodes", Static).update(self._episodes(episodes))
-        self.query_one("#detail-probes", Static).update(self._probes(runs))
+        self.query_one(GapPlot).update(list(d.gaps), d.late_s, d.starved_s)
+        self.query_one("#detail-distribution", Static).update(_distribution(d.distribution, d.window))
+        self.query_one("#detail-episodes", Static).update(self._episodes(d.entries, view))
+        self.query_one("#detail-probes", Static).update(_probes(d.probes, view))
 
-    def _episodes(self, entries: list[Transition]) -> Text:
+    def _episodes(self, entries: tuple, view: FleetView) -> Text:
         text = Text("episodes\n", style="bold")
-        for entry in entries[-12:]:
-            text.append(f"{clock_time(entry.at, self.heartmon.monitor.wall)} ", style="dim")
-            text.append(describe(entry).removeprefix(f"{self.worker} ") + "\n")
+        for entry in entries:
+            text.append(f"{clock_time(entry.at, view.wall)} ", style="dim")
+            text.append(describe(entry).removeprefix(f"{self.worker[1]} ") + "\n")
         if not entries:
             text.append("none yet\n", style="dim")
         return text
 
-    def _probes(self, runs: list) -> Text:
-        text = Text("probes\n", style="bold")
-        wall = self.heartmon.monitor.wall
-        for run in runs[-12:]:
-            when = clock_time(run.started_at, wall)
-            outcome = ("running…" if run.elapsed_s is None else f"{run.elapsed_s:.2f} s"
-                       + (f", error: {run.error}" if run.error else ""))
-            text.append(f"{when} ", style="dim")
-            text.append(f"{run.probe} {run.duration_s:g} s: {outcome}\n")
-        if not runs:
-            text.append("none yet\n", style="dim")
-        return text
+
+def _probes(runs: tuple[ProbeRun, ...], view: FleetView) -> Text:
+    text = Text("probes\n", style="bold")
+    for run in runs[-12:]:
+        when = clock_time(run.started_at, view.wall)
+        outcome = ("running…" if run.elapsed_s is None else f"{run.elapsed_s:.2f} s"
+                   + (f", error: {run.error}" if run.error else ""))
+        text.append(f"{when} ", style="dim")
+        text.append(f"{run.probe} {run.duration_s:g} s: {outcome}\n")
+    if not runs:
+        text.append("none yet\n", style="dim")
+    return text
 
 
-def _distribution(gaps: list[float], interval_s: float) -> Text:
-    text = Text(f"gap distribution ({len(gaps)} gaps, × interval)\n", style="bold")
-    counts = [0] * len(BUCKETS)
-    for gap in gaps:
-        ratio = gap / interval_s
-        counts[next(i for i, (upper, _) in enumerate(BUCKETS) if ratio < upper)] += 1
-    top = max(counts) or 1
+def _distribution(counts: tuple[int, ...], window: int) -> Text:
+    text = Text(f"gap distribution ({window} gaps, × interval)\n", style="bold")
+    top = max(counts, default=0) or 1
     for (_, label), count in zip(BUCKETS, counts):
         bar = "█" * round(20 * count / top)
         style = "red" if "starved" in label else "yellow" if "late" in label else "green"
@@ -128,16 +109,19 @@ def _distribution(gaps: list[float], interval_s: float) -> Text:
 
 
 class InjectScreen(OfHeartmon, ModalScreen[None]):
-    """Pick a probe, a duration and a target; the hub's answer is shown as it comes."""
+    """Pick a probe, a duration and a target (the row under the cursor first). When the
+    hub accepts, the dialog closes and a toast says so, so that the worker can be seen
+    starving; a refusal stays in the dialog, with the hub's reason."""
 
     BINDINGS = [Binding("escape", "dismiss", "close")]
 
-    def __init__(self, selected: str | None) -> None:
+    def __init__(self, selected: Key | None) -> None:
         super().__init__()
         self.selected = selected
 
     def compose(self) -> ComposeResult:
-        targets = ([(f"{self.selected} (selected)", f"worker:{self.selected}")] if self.selected else [])
+        name = self.selected[1] if self.selected else None
+        targets = ([(f"{name} (selected)", f"worker:{name}")] if name else [])
         targets += [("any available worker", "any")]
         targets += [(f"every {mode} worker", f"isolation:{mode}") for mode in ISOLATIONS]
         with Vertical(id="inject-dialog"):
@@ -198,6 +182,10 @@ class InjectScreen(OfHeartmon, ModalScreen[None]):
             return
         target = str(self.query_one("#inject-target", Select).value)
         answers = await self.heartmon.inject(target, str(probe), duration)
+        if answers and all(one.ok for one in answers):
+            self.app.notify("\n".join(one.text for one in answers), title="injected", timeout=4)
+            self.dismiss()
+            return
         text = Text()
         for one in answers:
             text.append(one.text + "\n", style="green" if one.ok else "red")
@@ -213,6 +201,7 @@ HELP = """\
   ◌ late      silent past the late threshold
   ▲ starved   silent past the starvation threshold while alive (connection open, or pid burning CPU)
   ✕ dead      connection closed, process gone, or silent past dead_after with no evidence of life
+  ? unknown   its source (a hub) is unreachable: nothing is known, it is not counted in the pool
 
 [b]Keys[/b]
   enter  a worker's details: gaps over time, distribution, episodes, probes

@@ -1,8 +1,10 @@
 """Reusable widgets: the fleet table and the gap plot.
 
-The fleet table uses Textual's Line API (like toolong): it renders only the lines on
-screen, from the trackers it was handed on the last tick, and keeps each row's strip
-by worker key until one of its cells changes. A thousand workers cost what thirty do.
+The fleet table uses Textual's Line API (like toolong): it holds the frozen rows of the
+last view (the ones on screen, with a margin), renders only the lines on screen, and
+keeps rendered strips in an LRU cache keyed by the row's content: a row that did not
+change is not formatted again. Scrolling or moving the cursor asks the engine for the
+rows now wanted; the table never sorts, counts or reads a tracker.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.events import Click
 from textual.geometry import Size
 from textual.message import Message
@@ -19,14 +22,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from heartmon.detector import Tracker
-from heartmon.tui.model import COLUMNS, WIDTHS, Row, row
-
-_WIDTH = sum(WIDTHS) + len(WIDTHS) - 1
-
-
-def _cells(cells: tuple[str, ...]) -> list[str]:
-    return [cell[:width].ljust(width) for cell, width in zip(cells, WIDTHS)]
+from heartmon.detector import Key
+from heartmon.tui.model import COLUMNS, STATE_COLUMN, STRIP_TITLE, cells, fit, fixed_width, layout, strip_width
+from heartmon.view import QUIET, FleetView, RowView
 
 
 class FleetTable(ScrollView, can_focus=True):
@@ -34,75 +32,105 @@ class FleetTable(ScrollView, can_focus=True):
     FleetTable { height: 1fr; }
     FleetTable > .fleet-table--header { text-style: bold; background: $panel; }
     FleetTable > .fleet-table--cursor { background: $accent 40%; }
+    FleetTable > .fleet-table--quiet { color: $text-disabled; }
     FleetTable > .fleet-table--healthy { color: $success; }
     FleetTable > .fleet-table--busy { color: $primary; text-style: bold; }
     FleetTable > .fleet-table--late { color: $warning; text-style: bold; }
     FleetTable > .fleet-table--starved { color: $error; text-style: bold reverse; }
     FleetTable > .fleet-table--dead { color: $text-muted; text-style: strike; }
+    FleetTable > .fleet-table--unknown { color: $secondary; text-style: italic; }
     """
     COMPONENT_CLASSES = {
-        "fleet-table--header", "fleet-table--cursor",
-        "fleet-table--healthy", "fleet-table--busy", "fleet-table--late", "fleet-table--starved", "fleet-table--dead",
+        "fleet-table--header", "fleet-table--cursor", "fleet-table--quiet",
+        "fleet-table--healthy", "fleet-table--busy", "fleet-table--late", "fleet-table--starved",
+        "fleet-table--dead", "fleet-table--unknown",
     }
     BINDINGS = [
         Binding("up", "move(-1)", "up", show=False),
         Binding("down", "move(1)", "down", show=False),
         Binding("pageup", "move(-20)", show=False),
         Binding("pagedown", "move(20)", show=False),
-        Binding("home", "move(-1000000)", show=False),
-        Binding("end", "move(1000000)", show=False),
+        Binding("home", "move(-1000000000)", show=False),
+        Binding("end", "move(1000000000)", show=False),
         Binding("enter", "select", "details"),
     ]
 
     cursor = reactive(0, always_update=True)
 
     class Selected(Message):
-        def __init__(self, worker: str) -> None:
+        def __init__(self, worker: Key) -> None:
             super().__init__()
             self.worker = worker
 
+    class Wants(Message):
+        """The rows on screen or the cursor changed: the app asks for a new view."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._trackers: list[Tracker] = []
-        self._now = 0.0
-        self._rows: dict[str, tuple[Row, bool, Strip]] = {}
-        self.cursor_key: str | None = None
-        self.frozen = False
-        """Paused: rows already drawn are redrawn as they were, even on scroll."""
+        self.view = FleetView(at=0.0, wall_offset=0.0)
+        self.cursor_key: Key | None = None
+        self.show_source = False
+        self._strips: LRUCache[tuple, Strip] = LRUCache(1024)
 
     # --- data -------------------------------------------------------------------
 
-    def show(self, trackers: list[Tracker], now: float) -> None:
-        """The new order and the time to judge ages by; drawn lazily, on screen only."""
-        self._trackers, self._now = trackers, now
-        keys = [t.name for t in trackers]
-        if self.cursor_key in keys:
-            self.cursor = keys.index(self.cursor_key)
+    def show(self, view: FleetView) -> None:
+        """The new frozen rows; drawn lazily, on screen only. The cursor follows its
+        worker when the order changes."""
+        self.view = view
+        self.show_source = len(view.sources) > 1
+        self.virtual_size = Size(fixed_width(layout(self.size.width)) + self.strip_width, view.matching + 1)
+        if view.cursor != self.cursor:
+            self.cursor = view.cursor
         else:
-            self.cursor = min(self.cursor, max(0, len(keys) - 1))
-        self.virtual_size = Size(_WIDTH, len(trackers) + 1)
-        if len(self._rows) > 2 * len(keys) + 64:  # workers that went away keep no strips
-            live = set(keys)
-            self._rows = {key: cached for key, cached in self._rows.items() if key in live}
+            self._sync_key()
         self.refresh()
 
     @property
-    def selected(self) -> str | None:
-        return self._trackers[self.cursor].name if self._trackers else None
+    def strip_width(self) -> int:
+        return strip_width(self.size.width)
+
+    @property
+    def rows_wanted(self) -> tuple[int, int]:
+        """(offset, count): the rows on screen, with a screen's margin either side, so
+        that a step of the cursor or a page is drawn before the engine answers."""
+        height = max(1, self.size.height - 1)
+        return max(0, int(self.scroll_y) - height), 3 * height
+
+    @property
+    def selected(self) -> Key | None:
+        return self.cursor_key
+
+    def selected_row(self) -> RowView | None:
+        return self.view.row_at(self.cursor)
+
+    def _sync_key(self) -> None:
+        row = self.view.row_at(self.cursor)
+        if row is not None:
+            self.cursor_key = row.key
 
     def watch_cursor(self, cursor: int) -> None:
-        if self._trackers:
-            self.cursor_key = self._trackers[min(cursor, len(self._trackers) - 1)].name
-            top, height = int(self.scroll_y), max(1, self.size.height - 1)
-            if cursor < top:
-                self.scroll_to(y=cursor, animate=False)
-            elif cursor >= top + height:
-                self.scroll_to(y=cursor - height + 1, animate=False)
+        self._sync_key()
+        top, height = int(self.scroll_y), max(1, self.size.height - 1)
+        if cursor < top:
+            self.scroll_to(y=cursor, animate=False)
+        elif cursor >= top + height:
+            self.scroll_to(y=cursor - height + 1, animate=False)
         self.refresh()
 
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self.post_message(self.Wants())
+
+    def on_resize(self) -> None:
+        self.post_message(self.Wants())
+
     def action_move(self, delta: int) -> None:
-        if self._trackers:
-            self.cursor = max(0, min(len(self._trackers) - 1, self.cursor + delta))
+        if self.view.matching:
+            self.cursor = max(0, min(self.view.matching - 1, self.cursor + delta))
+            if self.view.row_at(self.cursor) is None:
+                self.cursor_key = None  # not drawn yet: the engine resolves it by index
+            self.post_message(self.Wants())
 
     def action_select(self) -> None:
         if self.selected:
@@ -110,8 +138,9 @@ class FleetTable(ScrollView, can_focus=True):
 
     def on_click(self, event: Click) -> None:
         index = int(self.scroll_y) + event.y - 1
-        if 0 <= index < len(self._trackers):
+        if 0 <= index < self.view.matching:
             self.cursor = index
+            self.post_message(self.Wants())
             if event.chain == 2:
                 self.action_select()
 
@@ -122,29 +151,59 @@ class FleetTable(ScrollView, can_focus=True):
         scroll_x = int(self.scroll_x)
         if y == 0:
             style = self.get_component_rich_style("fleet-table--header")
-            strip = Strip([Segment(" ".join(_cells(COLUMNS)), style)])
+            title = " ".join(fit(COLUMNS, layout(width))) + " " + STRIP_TITLE
+            strip = Strip([Segment(title, style)])
         else:
             index = int(self.scroll_y) + y - 1
-            if index >= len(self._trackers):
+            row = self.view.row_at(index)
+            if row is None:
                 return Strip.blank(width, self.rich_style)
-            strip = self._row_strip(self._trackers[index], index == self.cursor)
+            strip = self._row_strip(row, index == self.cursor)
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
-    def _row_strip(self, tracker: Tracker, cursor: bool) -> Strip:
-        cached = self._rows.get(tracker.name)
-        if self.frozen and cached is not None and cached[1] == cursor:
-            return cached[2]
-        current = row(tracker, self._now)
-        if cached is not None and cached[0] == current and cached[1] == cursor:
-            return cached[2]
-        base = self.rich_style + (self.get_component_rich_style("fleet-table--cursor") if cursor else Style())
-        state_style = base + self.get_component_rich_style(f"fleet-table--{current.state}", partial=True)
-        cells = _cells(current.cells)
-        segments = [Segment(" ".join(cells[:2]) + " ", base), Segment(cells[2], state_style),
-                    Segment(" " + " ".join(cells[3:]), base)]
-        strip = Strip(segments)
-        self._rows[current.key] = (current, cursor, strip)
+    def _row_strip(self, row: RowView, cursor: bool) -> Strip:
+        shown = layout(self.size.width)
+        key = (row, cursor, self.show_source, shown)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = self._format(row, cursor, shown)
         return strip
+
+    def _format(self, row: RowView, cursor: bool, shown: tuple[int, ...]) -> Strip:
+        base = self.rich_style + (self.get_component_rich_style("fleet-table--cursor") if cursor else Style())
+        state_style = base + self.get_component_rich_style(f"fleet-table--{row.state}", partial=True)
+        name = f"{row.name}@{_short(row.source)}" if self.show_source else None
+        fixed = fit(cells(row, name), shown)
+        at = shown.index(STATE_COLUMN)
+        segments = [Segment(" ".join(fixed[:at]) + " ", base), Segment(fixed[at], state_style),
+                    Segment(" " + " ".join(fixed[at + 1:]) + " ", base)]
+        if row.strip:
+            beats = base + self.get_component_rich_style("fleet-table--healthy", partial=True)
+            quiet = base + self.get_component_rich_style("fleet-table--quiet", partial=True)
+            head, tail = row.strip[:len(row.strip) - row.strip_tail], row.strip[len(row.strip) - row.strip_tail:]
+            for run, style in _runs(head, beats, quiet):
+                segments.append(Segment(run, style))
+            if tail:
+                tail_style = base + self.get_component_rich_style(f"fleet-table--{row.state}", partial=True)
+                segments.append(Segment(tail, tail_style))
+        return Strip(segments)
+
+
+def _runs(text: str, beat_style: Style, quiet_style: Style) -> list[tuple[str, Style]]:
+    """Beat marks in one style, the columns without a beat in another, as few segments as can be."""
+    runs: list[tuple[str, Style]] = []
+    for char in text:
+        style = quiet_style if char == QUIET else beat_style
+        if runs and runs[-1][1] is style:
+            runs[-1] = (runs[-1][0] + char, style)
+        else:
+            runs.append((char, style))
+    return runs
+
+
+def _short(source: str) -> str:
+    """A source's label without its scheme, to tell two hubs' workers apart in a cell."""
+    return source.split("://", 1)[-1].split("=", 1)[0]
 
 
 class GapPlot(Widget):

@@ -13,6 +13,7 @@ import pytest
 
 from heartmon.config import load_settings
 from heartmon.monitor import Monitor
+from heartmon.view import RowView, ViewRequest
 from tests.harness import HEARTMON, free_port, wait_until, workers
 
 INTERVAL_S = 0.1
@@ -69,18 +70,25 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def _rows(monitor: Monitor) -> dict[str, RowView]:
+    return {row.name: row for row in monitor.view(ViewRequest(height=1000)).rows}
+
+
+def _entries(monitor: Monitor) -> list:
+    return list(monitor.view(ViewRequest(height=0)).entries)
+
+
 def test_a_busy_isolated_worker_shows_its_main_loop_block_growing(fleet100):
     with Monitor(load_settings(), [fleet100.url]) as monitor:
-        wait_until(lambda: monitor.fleet.trackers.get("process-1"), 10, "the monitor to see process-1")
+        wait_until(lambda: "process-1" in _rows(monitor), 10, "the monitor to see process-1")
         httpx.post(f"{fleet100.http}/api/workers/process-1/inject", params={"probe": "gil-hold", "duration_s": 2})
         states, blocked = set(), []
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            with monitor.lock:
-                t = monitor.fleet.trackers["process-1"]
-                states.add(t.state)
-                if t.state == "busy":
-                    blocked.append(t.main_blocked_ms)
+            row = _rows(monitor)["process-1"]
+            states.add(row.state)
+            if row.state == "busy":
+                blocked.append(row.blocked_ms)
             time.sleep(0.1)
     assert states <= {"healthy", "busy"} and "busy" in states
     assert len(blocked) >= 5 and blocked[-1] > blocked[0] + 500 and max(blocked) < 2500
@@ -88,29 +96,45 @@ def test_a_busy_isolated_worker_shows_its_main_loop_block_growing(fleet100):
 
 def test_a_killed_worker_is_dead_within_a_second(fleet100):
     with Monitor(load_settings(), [fleet100.url]) as monitor:
-        wait_until(lambda: monitor.fleet.trackers.get("thread-1"), 10, "the monitor to see thread-1")
+        wait_until(lambda: "thread-1" in _rows(monitor), 10, "the monitor to see thread-1")
         with httpx.Client(base_url=fleet100.http) as client:
             pid = workers(client)["thread-1"]["pid"]
         killed = time.monotonic()
         psutil.Process(pid).kill()
-        wait_until(lambda: monitor.fleet.trackers["thread-1"].state == "dead", 5, "thread-1 to be dead")
+        wait_until(lambda: _rows(monitor)["thread-1"].state == "dead", 5, "thread-1 to be dead")
         assert time.monotonic() - killed < 1.0
-        assert {t.name: t.state for t in monitor.fleet.trackers.values()}["none-1"] != "dead"
+        assert _rows(monitor)["none-1"].state != "dead"
 
 
-def test_the_monitor_reconnects_to_a_restarted_hub_and_resyncs(launch):
+def test_a_lost_hub_makes_its_workers_unknown_not_dead_and_they_come_back(launch):
     port = str(free_port())
     hub = launch("hub", "--port", port)
     launch("worker", "--hub", hub.url, "--isolation", "thread", "--name", "w", "--interval-ms", "100", ready=None)
     with Monitor(load_settings(), [hub.url]) as monitor:
-        wait_until(lambda: monitor.fleet.trackers.get("w") and monitor.fleet.trackers["w"].beats > 3, 20, "beats")
+        wait_until(lambda: (row := _rows(monitor).get("w")) and row.p99_s is not None, 20, "beats")
         assert hub.stop() == 0
-        wait_until(lambda: monitor.sources[0].status.link == "retrying", 10, "the monitor to notice")
+        wait_until(lambda: monitor.view().sources[0].link == "retrying", 10, "the monitor to notice")
+        time.sleep(1.5)  # past the dead threshold (10 intervals): nothing is known, so nothing is judged
+        view = monitor.view(ViewRequest(height=10))
+        assert [(row.name, row.state) for row in view.rows] == [("w", "unknown")]
+        assert view.counts["unknown"] == 1 and view.available == 0 and not view.no_available_worker
         launch("hub", "--port", port)
-        wait_until(lambda: monitor.sources[0].status.link == "connected", 20, "the monitor to reconnect")
-        beats = monitor.fleet.trackers["w"].beats
-        wait_until(lambda: monitor.fleet.trackers["w"].beats > beats + 3, 20, "beats through the new hub")
-        assert monitor.fleet.trackers["w"].state == "healthy"
+        wait_until(lambda: monitor.view().sources[0].link == "connected", 20, "the monitor to reconnect")
+        wait_until(lambda: _rows(monitor)["w"].state == "healthy", 20, "w back through the new hub")
+        moves = [(e.from_state, e.to_state) for e in _entries(monitor) if getattr(e, "worker", None) == "w"]
+    assert ("healthy", "unknown") in moves and ("unknown", "healthy") in moves
+    assert all(to != "dead" and to != "late" for _, to in moves), moves
+
+
+def test_two_hubs_with_a_worker_of_the_same_name_are_two_rows(launch):
+    hubs = [launch("hub", "--port", "0"), launch("hub", "--port", "0")]
+    for hub in hubs:
+        launch("worker", "--hub", hub.url, "--isolation", "none", "--name", "worker-1", "--interval-ms", "100",
+               ready=None)
+    with Monitor(load_settings(), [hub.url for hub in hubs]) as monitor:
+        wait_until(lambda: len(monitor.view(ViewRequest(height=10)).rows) == 2, 20, "both workers")
+        rows = monitor.view(ViewRequest(height=10)).rows
+    assert sorted(row.key for row in rows) == sorted((hub.url, "worker-1") for hub in hubs)
 
 
 def test_check_passes_on_a_healthy_fleet_and_fails_on_a_starved_worker(fleet100):

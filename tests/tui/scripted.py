@@ -16,6 +16,7 @@ from heartmon.protocol import (
     WorkerProbeStarted,
 )
 from heartmon.tui.app import HeartmonApp
+from heartmon.view import ViewRequest
 from heartmon.commands import HubClient
 
 HUB = "ws://127.0.0.1:8787"
@@ -43,7 +44,7 @@ class Script:
     def __init__(self, fleet=FLEET) -> None:
         self.clock = FakeClock()
         self.monitor = Monitor(Settings(), [HUB], clock=self.clock, epoch_offset=EPOCH, hostname="this-host")
-        self.monitor.sources[0].status.link = "connected"
+        self.monitor.sources[0].status.link = "connected"  # a scripted link: nothing really connects
         self.seq = {name: 0 for name, _ in fleet}
         self.blocked: dict[str, float] = {}
         infos = [WorkerInfo(worker=name, isolation=iso, pid=4000 + i, host="fleet-host", interval_ms=100,
@@ -59,9 +60,10 @@ class Script:
         deterministic jitter; the detector is evaluated as the ingest tick would."""
         for _ in range(round(seconds / INTERVAL)):
             self.clock.t = round(self.clock.t + INTERVAL, 6)
+            gone = self.gone
             for i, name in enumerate(self.seq):
                 self.seq[name] += 1
-                if name in silent or name in self.gone:
+                if name in silent or name in gone:
                     continue
                 wobble = ((self.seq[name] * 7 + i * 3) % 5) * 0.004
                 isolated = not name.startswith("none")
@@ -71,12 +73,16 @@ class Script:
                 self.monitor.hub_message(HUB, beat, self.clock.t - wobble)
                 if blocked is not None:
                     self.blocked[name] = blocked + INTERVAL * 1000
-            with self.monitor.lock:
-                self.monitor.fleet.evaluate(self.clock.t)
+            self.monitor.judge(self.clock.t)
 
     @property
     def gone(self) -> set[str]:
-        return {t.name for t in self.monitor.fleet.trackers.values() if t.state == "dead"}
+        view = self.monitor.view(ViewRequest(height=len(self.seq)))
+        return {row.name for row in view.rows if row.state == "dead"}
+
+    def state(self, name: str) -> str | None:
+        view = self.monitor.view(ViewRequest(height=len(self.seq)))
+        return next((row.state for row in view.rows if row.name == name), None)
 
     def probe(self, worker: str, probe: str, duration: float, id: str = "a1b2c3") -> None:
         self.feed(WorkerProbeStarted(worker=worker, id=id, probe=probe, duration_s=duration, recv_at=0))
@@ -127,6 +133,16 @@ def one_dead() -> Script:
     script = healthy()
     script.leave("thread-2")
     script.run(1)
+    return script
+
+
+def hub_down() -> Script:
+    """The hub was lost 3 s ago: its workers are unknown, neither late nor dead."""
+    script = healthy()
+    script.monitor.sources[0].status.link = "retrying"
+    script.monitor.sources[0].status.detail = "[Errno 111] Connect call failed ('127.0.0.1', 8787)"
+    script.monitor.hub_lost(HUB, script.clock.t)
+    script.run(3, silent=tuple(script.seq))
     return script
 
 

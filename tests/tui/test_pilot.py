@@ -6,17 +6,19 @@ import asyncio
 import httpx
 
 from heartmon.config import Settings
-from heartmon.monitor import Monitor
+from heartmon.monitor_process import MonitorProcess
 from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
+from textual.widgets import Select
 from tests.harness import wait_until, workers
 from tests.tui import scripted
 
 
 def _order(app: HeartmonApp) -> list[str]:
-    return [t.name for t in app.query_one(FleetTable)._trackers]
+    """The names in the table, top to bottom, as the app was last handed them."""
+    return [row.name for row in app.query_one(FleetTable).view.rows]
 
 
 async def test_worst_first_then_s_cycles_the_sort():
@@ -56,12 +58,12 @@ async def test_p_pauses_the_display_while_ingest_goes_on():
         await pilot.press("p")
         assert app.paused
         assert "PAUSED" in str(app.query_one("#summary").render())
-        shown = list(app.query_one(FleetTable)._trackers)
+        shown = app.query_one(FleetTable).view.rows
         script.leave("thread-1")  # the monitor still takes this in
         script.run(0.5, silent=("none-1",))
         app.refresh_view()
-        assert app.query_one(FleetTable)._trackers == shown
-        assert script.monitor.fleet.trackers["thread-1"].state == "dead"
+        assert app.query_one(FleetTable).view.rows == shown
+        assert script.state("thread-1") == "dead"
         await pilot.press("p")
         assert not app.paused and _order(app)[:3] == ["none-1", "thread-1", "process-1"]
 
@@ -69,14 +71,22 @@ async def test_p_pauses_the_display_while_ingest_goes_on():
 async def test_enter_opens_details_escape_returns_and_question_mark_helps():
     app = scripted.recovered().app()
     async with app.run_test(size=(130, 34)) as pilot:
-        await pilot.press("enter")
-        assert isinstance(app.screen, DetailScreen)
+        main = app.screen
+        await pilot.press("down", "enter")  # the second row's details
+        assert isinstance(app.screen, DetailScreen) and app.screen.worker == app.view.rows[1].key
+        await pilot.pause()
+        assert app.view.detail is not None and app.view.detail.row.key == app.screen.worker
         await pilot.press("escape")
+        assert app.screen is main
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
+        assert app.screen is main
         await pilot.press("i")
         assert isinstance(app.screen, InjectScreen)
+        await pilot.pause()
+        target = app.screen.query_one("#inject-target", Select).value
+        assert target == f"worker:{app.view.rows[1].name}"  # the row under the cursor, by default
 
 
 async def test_the_command_palette_knows_the_actions():
@@ -104,17 +114,18 @@ async def test_an_inject_from_the_dialog_reaches_a_real_worker(launch):
     hub = launch("mock", "--port", "0", "--interval-ms", "50", "--workers", "thread:1,process:1")
     with httpx.Client(base_url=hub.http, timeout=10) as client:
         wait_until(lambda: len(workers(client)) == 2, 30, "the workers")
-    monitor = Monitor(Settings(), [hub.url])
-    app = HeartmonApp(monitor, HubClient())
-    with monitor:
+    feed = MonitorProcess(Settings(), [hub.url])  # the engine in its own process, as `heartmon watch` runs it
+    app = HeartmonApp(feed, HubClient())
+    with feed:
         async with app.run_test(size=(130, 34)) as pilot:
-            await _until(lambda: len(monitor.fleet.trackers) == 2, "the monitor to see both workers")
+            await _until(lambda: len(app.view.rows) == 2, "the monitor to see both workers")
             await pilot.press("s")  # by name: process-1 first, under the cursor
             await pilot.press("i")
             await _until(lambda: app.screen.query_one("#inject-probes").option_count, "the hub's probe list")
             await pilot.press("enter")  # the first probe, busy-python, for 5 s, into process-1
-            answer = await _until(lambda: (text := str(app.screen.query_one("#inject-answer").render()))
-                                  .startswith("202") and text, "the hub's answer")
-            assert answer.startswith("202: busy-python for 5 s into process-1")
-            runs = await _until(lambda: list(monitor.fleet.probes["process-1"]), "the worker to report the probe")
+            await _until(lambda: not isinstance(app.screen, InjectScreen), "the dialog to close on the hub's 202")
+            (toast,) = app._notifications
+            assert toast.title == "injected" and toast.message.startswith("202: busy-python for 5 s into process-1")
+            await pilot.press("enter")  # the details of process-1 show the run the worker reported
+            runs = await _until(lambda: app.view.detail and app.view.detail.probes, "the worker to report the probe")
             assert runs[-1].probe == "busy-python"  # it really ran there

@@ -1,4 +1,6 @@
-"""Snapshots of the real app on a scripted fleet (tests/tui/scripted.py).
+"""Snapshots of the real app on a scripted fleet (tests/tui/scripted.py). The heartbeat
+strip is in each: healthy rows (healthy), a starving one (starvation in progress), a
+recovered one (busy after recovery, and the detail screen).
 
 Plain `def` tests: pytest-textual-snapshot runs the app itself. Regenerate after a
 deliberate change with `pytest tests/tui --snapshot-update`, then look at the SVGs.
@@ -52,14 +54,28 @@ def test_detail_screen(snap_compare):
     assert snap_compare(app, terminal_size=WIDE, run_before=open_none_1)
 
 
-def test_inject_dialog(snap_compare):
+def test_inject_dialog_targets_the_row_under_the_cursor(snap_compare):
     async def open_dialog(pilot) -> None:
+        await pilot.press("down", "down", "i")
+        await _settle(pilot)
+        await pilot.press("down")
+        await _settle(pilot)
+
+    assert snap_compare(scripted.starving().app(), terminal_size=WIDE, run_before=open_dialog)
+
+
+def test_an_accepted_inject_closes_the_dialog_with_a_toast_at_80x24(snap_compare):
+    async def inject(pilot) -> None:
         await pilot.press("i")
         await _settle(pilot)
         await pilot.press("down", "enter")
         await _settle(pilot)
 
-    assert snap_compare(scripted.starving().app(), terminal_size=WIDE, run_before=open_dialog)
+    assert snap_compare(scripted.healthy().app(), terminal_size=(80, 24), run_before=inject)
+
+
+def test_a_lost_hub_shows_its_workers_unknown(snap_compare):
+    assert snap_compare(scripted.hub_down().app(), terminal_size=WIDE, run_before=_settle)
 
 
 def test_starvation_at_80x24(snap_compare):

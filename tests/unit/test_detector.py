@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from heartmon.detector import Gaps, PhiSettings, Thresholds, Tracker, phi
 from heartmon.fleet_state import FleetState
 
+W = ("hub", "w")
+"""A worker is (source, name)."""
 I = 0.1  # a 100 ms interval
 FIXED = Thresholds()
 PHI = Thresholds(rule="phi")
@@ -92,9 +94,9 @@ def test_closed_connection_or_gone_process_is_dead_at_once_and_only_hello_revive
 
 def test_a_revived_worker_keeps_the_age_its_snapshot_gives():
     fleet = FleetState(FIXED)
-    fleet.join(0.0, "w", I, connected=True)
-    fleet.left(1.0, "w", "left while the monitor was disconnected")
-    fleet.join(5.0, "w", I, connected=True, heard_at=2.0, seq=20)  # its last beat was 3 s ago
+    fleet.join(0.0, W, I, connected=True)
+    fleet.left(1.0, W, "left while the monitor was disconnected")
+    fleet.join(5.0, W, I, connected=True, heard_at=2.0, seq=20)  # its last beat was 3 s ago
     assert fleet.evaluate(5.0)[-1].to_state == "starved"
 
 
@@ -110,9 +112,9 @@ def test_busy_is_on_time_beats_with_a_blocked_main_loop():
 
 def test_the_monitor_stalling_is_not_blamed_on_workers():
     fleet = FleetState(FIXED)
-    fleet.join(0.0, "w", I, connected=True)
+    fleet.join(0.0, W, I, connected=True)
     for i in range(1, 11):
-        fleet.beat(i * I, "w", seq=i)
+        fleet.beat(i * I, W, seq=i)
     fleet.monitor_stalled(1.0, 3.0)  # the monitor could not read for 2 s
     assert fleet.evaluate(3.05) == []
     assert fleet.evaluate(3.21)[0].to_state == "late"  # silence after the stall counts
@@ -120,18 +122,19 @@ def test_the_monitor_stalling_is_not_blamed_on_workers():
 
 def test_fleet_counts_pool_and_probe_history():
     fleet = FleetState(FIXED)
-    for name in ("a", "b", "c"):
-        fleet.join(0.0, name, I, connected=True)
-    fleet.left(0.5, "c", "connection lost")
-    fleet.beat(0.1, "a", seq=1)
-    fleet.beat(0.1, "b", seq=1, main_blocked_ms=900)
-    fleet.probe_started(0.2, "b", "id1", "gil-hold", 2.0)
-    fleet.probe_finished(2.2, "b", "id1", 2.0, None)
-    assert fleet.counts() == {"dead": 1, "starved": 0, "late": 0, "busy": 1, "healthy": 1}
-    assert sorted(fleet.available()) == ["a", "b"]
-    run = fleet.probes["b"][-1]
+    a, b, c = (("hub", name) for name in "abc")
+    for key in (a, b, c):
+        fleet.join(0.0, key, I, connected=True)
+    fleet.left(0.5, c, "connection lost")
+    fleet.beat(0.1, a, seq=1)
+    fleet.beat(0.1, b, seq=1, main_blocked_ms=900)
+    fleet.probe_started(0.2, b, "id1", "gil-hold", 2.0)
+    fleet.probe_finished(2.2, b, "id1", 2.0, None)
+    assert fleet.counts() == {"dead": 1, "starved": 0, "late": 0, "busy": 1, "healthy": 1, "unknown": 0}
+    assert sorted(fleet.available()) == [a, b]
+    run = fleet.probes[b][-1]
     assert (run.probe, run.elapsed_s, run.finished_at) == ("gil-hold", 2.0, 2.2)
-    assert fleet.beat(1.0, "ghost", seq=1) == [] and fleet.unknown_beats == 1
+    assert fleet.beat(1.0, ("hub", "ghost"), seq=1) == [] and ("hub", "ghost") not in fleet.trackers
 
 
 def test_invalid_thresholds_name_the_rule():

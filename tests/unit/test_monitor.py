@@ -1,12 +1,14 @@
 """The monitor's seams: HTTP endpoints through httpx's MockTransport, its clock injected."""
 
 import threading
+import time
 
 import httpx
 
 from heartmon.config import load_settings
 from heartmon.monitor import Monitor
 from heartmon.protocol import Snapshot, WorkerBeat, WorkerInfo
+from heartmon.view import ViewRequest
 from tests.harness import wait_until
 
 
@@ -38,34 +40,49 @@ class Endpoint:
                 self.in_flight -= 1
 
 
+def _row(monitor: Monitor, name: str):
+    view = monitor.view(ViewRequest(height=1000))
+    return next((row for row in view.rows if row.name == name), None)
+
+
 def test_http_answers_are_beats_and_failures_missed_beats():
     endpoint = Endpoint()
     monitor = Monitor(settings(), ["api=http://svc.test/health"], transport=httpx.MockTransport(endpoint.handler))
     with monitor:
-        wait_until(lambda: (t := monitor.fleet.trackers.get("api")) and t.beats >= 5, 5, "beats from the endpoint")
-        tracker = monitor.fleet.trackers["api"]
-        assert tracker.state == "healthy" and tracker.latency_ms is not None
-        assert monitor.sources[0].status.link == "connected"
+        wait_until(lambda: (row := _row(monitor, "api")) and row.p99_s is not None, 5, "beats from the endpoint")
+        assert _row(monitor, "api").state == "healthy"
+        assert monitor.view().sources[0].link == "connected"
         endpoint.status = 503
-        wait_until(lambda: tracker.state == "late", 5, "a failing endpoint to be late")
-        assert monitor.sources[0].status.detail == "HTTP 503"
+        wait_until(lambda: _row(monitor, "api").state == "late", 5, "a failing endpoint to be late")
+        assert monitor.view().sources[0].detail == "HTTP 503"
         endpoint.status = 200
-        wait_until(lambda: tracker.state == "healthy", 5, "the endpoint to recover")
-        recovery = [e for e in list(monitor.fleet.log) if getattr(e, "episode", None)][-1]
+        wait_until(lambda: _row(monitor, "api").state == "healthy", 5, "the endpoint to recover")
+        recovery = [e for e in monitor.view(ViewRequest(height=0)).entries if getattr(e, "episode", None)][-1]
         assert recovery.episode.missed >= 2  # the failed polls are the missed beats
         endpoint.status = 0
-        wait_until(lambda: tracker.state == "dead", 5, "an unreachable endpoint to be dead (no evidence of life)")
+        wait_until(lambda: _row(monitor, "api").state == "dead", 5, "an unreachable endpoint to be dead (no evidence of life)")
         endpoint.status = 200
-        wait_until(lambda: tracker.state == "healthy", 5, "an answer to revive it")
+        wait_until(lambda: _row(monitor, "api").state == "healthy", 5, "an answer to revive it")
     assert endpoint.overlaps == 0
 
 
-def test_one_client_serves_every_endpoint():
+def test_one_client_serves_every_endpoint(monkeypatch):
+    """httpx's seam: one long-lived client whatever the number of endpoints, so that
+    connections are pooled and the transport can be swapped in one place."""
+    made = []
+
+    class Counted(httpx.AsyncClient):
+        def __init__(self, *args, **kwargs) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", Counted)
     endpoint = Endpoint()
-    monitor = Monitor(settings(), ["a=http://a.test/", "b=http://b.test/"], transport=httpx.MockTransport(endpoint.handler))
+    monitor = Monitor(settings(), ["a=http://a.test/", "b=http://b.test/", "c=http://c.test/"],
+                      transport=httpx.MockTransport(endpoint.handler))
     with monitor:
-        wait_until(lambda: {"a", "b"} <= set(monitor.fleet.trackers), 5, "both endpoints")
-        assert monitor.sources[0].client() is monitor.sources[1].client()
+        wait_until(lambda: all(_row(monitor, n) for n in "abc") and endpoint.calls >= 9, 5, "every endpoint, polled")
+    assert len(made) == 1
 
 
 class ManualClock:
@@ -87,23 +104,19 @@ def test_the_monitor_does_not_convict_workers_for_its_own_stall():
     monitor = Monitor(settings(tick_ms=10, stall_ms=250), [], clock=clock)
     info = WorkerInfo(worker="w", isolation="thread", pid=1, host="elsewhere", interval_ms=100, agent="t",
                       probes=[], connected_at=0.0, last_beat_at=0.0, seq=0)
-    def tick() -> None:
-        ticks = monitor.ticks
-        wait_until(lambda: monitor.ticks > ticks, 5, "an evaluation")
-
     with monitor:
-        tick()
         monitor.hub_message("hub", Snapshot(v=1, hub="hub", sent_at=0.0, workers=[info]), clock())
         for seq in range(1, 4):
             clock.advance(0.1)
             monitor.hub_message("hub", WorkerBeat(worker="w", seq=seq, sent_at=0, recv_at=0, loop_lag_ms=0), clock())
-            tick()
         clock.advance(3.0)  # the whole monitor froze for 3 s (a suspended VM, a GIL-holding call)
-        wait_until(lambda: any(e.__class__.__name__ == "MonitorStall" for e in list(monitor.fleet.log)), 5,
+        wait_until(lambda: any(e.__class__.__name__ == "MonitorStall"
+                               for e in monitor.view(ViewRequest(height=0)).entries), 5,
                    "the monitor to notice its own stall")
-        tick()
-        assert monitor.fleet.trackers["w"].state == "healthy"
+        time.sleep(0.3)  # the deadlines that fell due in the stall are judged now
+        assert _row(monitor, "w").state == "healthy"
+        assert [e for e in monitor.view(ViewRequest(height=0)).entries if getattr(e, "to_state", None)] == []
         for _ in range(6):  # silence after the stall, while the monitor runs, is the worker's own
             clock.advance(0.1)
-            tick()
-        assert monitor.fleet.trackers["w"].state == "starved"
+            time.sleep(0.05)
+        wait_until(lambda: _row(monitor, "w").state == "starved", 5, "the silence after the stall to starve it")
