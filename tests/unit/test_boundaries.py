@@ -15,6 +15,19 @@ def test_the_core_and_the_probes_do_not_import_textual():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_monitor_side_does_not_import_the_agent_or_the_probes():
+    """The monitor and its UI load neither the worker-side agent, nor multiprocessing, nor
+    the probes: a monitor is not a worker, and what it imports it pays for at start-up."""
+    code = (
+        "import sys, heartmon.monitor_process, heartmon.tui.app;"
+        "leaked = sorted(m for m in sys.modules if m in ('heartmon.agent', 'multiprocessing')"
+        " or m.startswith('heartmon.probes'));"
+        "print(leaked); sys.exit(1 if leaked else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_health_detection_is_pure():
     """The detector and the fleet state take time as a parameter and do no I/O."""
     import ast
@@ -22,7 +35,7 @@ def test_health_detection_is_pure():
 
     forbidden = {"asyncio", "socket", "time", "threading", "textual", "websockets", "httpx", "psutil", "datetime"}
     root = Path(__file__).parents[2] / "heartmon"
-    for module in ("detector.py", "fleet_state.py"):
+    for module in ("detector.py", "fleet_state.py", "view.py"):
         tree = ast.parse((root / module).read_text())
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
