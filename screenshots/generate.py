@@ -15,9 +15,10 @@ from pathlib import Path
 
 from heartmon.config import Settings
 from heartmon.mock import EmbeddedMock
-from heartmon.monitor import Monitor
+from heartmon.monitor_process import MonitorProcess
 from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
+from heartmon.view import RowView
 
 HERE = Path(__file__).parent
 SIZE = (130, 34)
@@ -33,19 +34,21 @@ async def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 30
 
 async def main() -> None:
     with EmbeddedMock(["--port", "0", "--workers", "none:2,thread:2,process:2", "--interval-ms", "100"]) as url:
-        monitor = Monitor(Settings(), [url])
-        app = HeartmonApp(monitor, HubClient())
+        feed = MonitorProcess(Settings(), [url])
+        app = HeartmonApp(feed, HubClient())
+
+        def row(name: str) -> RowView | None:
+            return next((r for r in app.view.rows if r.name == name), None)
 
         def state(name: str) -> str | None:
-            tracker = monitor.fleet.trackers.get(name)
-            return tracker.state if tracker else None
+            return r.state if (r := row(name)) else None
 
-        with monitor:
+        with feed:
             async with app.run_test(size=SIZE) as pilot:
-                await _until(lambda: len(monitor.fleet.trackers) == 6
-                             and all(t.state == "healthy" and t.beats > 20 for t in monitor.fleet.trackers.values()),
+                await _until(lambda: len(app.view.rows) == 6
+                             and all(r.state == "healthy" and r.p99_s is not None for r in app.view.rows),
                              "a healthy fleet")
-                await pilot.pause(0.5)
+                await pilot.pause(10.5)  # a full heartbeat strip
                 app.save_screenshot("healthy.svg", str(HERE))
 
                 await app.inject("worker:none-1", "gil-hold", 5)
@@ -55,7 +58,7 @@ async def main() -> None:
                 await pilot.pause(1.0)
                 app.save_screenshot("starving.svg", str(HERE))
 
-                await _until(lambda: state("none-1") == "healthy" and monitor.fleet.trackers["none-1"].episodes,
+                await _until(lambda: state("none-1") == "healthy" and row("none-1").episodes,
                              "none-1 to recover")
                 await pilot.press("s")  # by name: none-1 under the cursor
                 await pilot.press("enter")
