@@ -5,7 +5,7 @@ handshake, every other request is answered in ``process_request`` (websockets re
 no request bodies, so commands take query parameters). The hub keeps the pool of
 *available* workers with the same detector the monitor runs (available: ``healthy``
 or ``busy``), so a command routed to ``any`` fails with "no available worker" exactly
-when the monitor shows none: the incident of DESIGN.md, reproduced.
+when the monitor shows none: a fleet whose heartbeats are starved, reproduced.
 """
 
 from __future__ import annotations

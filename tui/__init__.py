@@ -1,1 +1,1 @@
-"""The Textual monitor (issue 4): it shows the fleet state, it does not compute it."""
+"""The Textual monitor: it draws frozen views of the fleet, it does not compute them."""
