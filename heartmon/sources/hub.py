@@ -13,6 +13,14 @@ from heartmon.sources import Ingest, Link, SourceStatus
 from heartmon.urls import auth_headers, hub_ws
 
 
+PING_S = 0.5
+"""The monitor pings its hubs every this often (workers are never pinged: a starved
+worker's loop could not answer). A hub that leaves a ping unanswered for this long is
+wedged or gone; the stream is closed without waiting for the hub's goodbye, so its
+workers turn unknown within about 1.5 s, before a worker beating every second (the
+agent's default) is called starved for the hub's silence."""
+
+
 class HubSource:
     """Follows a hub's /watch stream. While the stream is down, what its workers do is
     not known (:meth:`Ingest.hub_lost`); the snapshot after a reconnect is the truth."""
@@ -33,7 +41,8 @@ class HubSource:
             self._set(ingest, "connecting", "")
             try:
                 async with connect(self.url, additional_headers=headers, compression=None, open_timeout=5,
-                                   max_size=MAX_MONITOR_FRAME_BYTES) as ws:
+                                   max_size=MAX_MONITOR_FRAME_BYTES, ping_interval=PING_S,
+                                   ping_timeout=PING_S, close_timeout=PING_S) as ws:
                     attempt = 0
                     async for frame in ws:
                         now = ingest.now()

@@ -4,6 +4,7 @@ doing the same work is busy; a killed worker is dead; the monitor resyncs after 
 restart; `heartmon check` judges hubs and HTTP health endpoints."""
 
 import json
+import signal
 import subprocess
 import time
 
@@ -157,3 +158,18 @@ def test_check_reads_http_health_endpoints(fleet100):
     down = subprocess.run([*HEARTMON, "check", f"http://127.0.0.1:{free_port()}/healthz", "--within", "1"],
                           capture_output=True, text=True, timeout=30)
     assert down.returncode == 1 and "retrying" in down.stdout
+
+
+def test_a_wedged_hub_makes_its_workers_unknown_and_they_come_back_when_it_resumes(launch):
+    hub = launch("hub", "--port", "0")
+    launch("worker", "--hub", hub.url, "--isolation", "process", "--name", "w", "--interval-ms", "1000", ready=None)
+    with Monitor(load_settings(), [hub.url]) as monitor:
+        wait_until(lambda: (row := _rows(monitor).get("w")) and row.p99_s is not None, 20, "beats")
+        hub.proc.send_signal(signal.SIGSTOP)  # the hub's loop can answer nothing, its sockets stay open
+        try:
+            wait_until(lambda: _rows(monitor)["w"].state == "unknown", 5, "w to be unknown")
+        finally:
+            hub.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: _rows(monitor)["w"].state == "healthy", 20, "w back when the hub resumes")
+        moves = [(e.from_state, e.to_state) for e in _entries(monitor) if getattr(e, "worker", None) == "w"]
+    assert moves == [("healthy", "unknown"), ("unknown", "healthy")]
