@@ -135,7 +135,12 @@ class MonitorProcess:
         """The child is gone: say so once, in the view every screen already reads."""
         if self._loop is not None and self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
-        code = self._proc.poll() if self._proc is not None else None
+        code = None
+        if self._proc is not None:
+            try:  # its socket closed as it exited: the exit code follows at once
+                code = self._proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
         reason = f"the ingest process exited (code {code})" if code is not None else "the ingest process is gone"
         if self._last is not None and self._last.crashed:
             return  # the child said why before it went
