@@ -22,10 +22,19 @@ test: $(STAMP)
 matrix: $(STAMP)
 	$(BIN)/heartmon matrix
 
+# About six minutes on 2 cores. Each benchmark repeats itself (RUNS) and prints the
+# median and spread with the machine's load; e.g. `make bench RUNS=5 TUI_SECONDS=30 BURN=0`.
+RUNS ?= 3
+PAIRS ?= 5
+TUI_SECONDS ?= 15
+BURN ?= 1
 bench: $(STAMP)
-	$(BIN)/python benchmarks/detector.py
-	$(BIN)/python benchmarks/pipeline.py
-	$(BIN)/python benchmarks/tui.py
+	$(BIN)/python benchmarks/detector.py --runs $(RUNS)
+	$(BIN)/python benchmarks/pipeline.py --pairs $(PAIRS)
+	$(BIN)/python benchmarks/deadlines.py --runs $(RUNS)
+	$(BIN)/python benchmarks/tui.py --workers 1000 --rate 10 --seconds $(TUI_SECONDS) --runs $(RUNS) --burn $(BURN)
+	$(BIN)/python benchmarks/tui.py --workers 10000 --rate 1 --seconds $(TUI_SECONDS) --runs $(RUNS) --burn $(BURN)
+	$(BIN)/python benchmarks/tui.py --idle --workers 1000,10000 --seconds 10 --runs $(RUNS)
 
 screenshots: $(STAMP)
 	$(BIN)/python screenshots/generate.py

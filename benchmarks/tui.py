@@ -1,97 +1,243 @@
-"""1,000 workers beating at 10 Hz for 30 s into the monitor and its Textual app.
+"""N workers beating at R Hz for S seconds into the monitor as ``heartmon watch`` runs
+it: the engine in its child process (``MonitorProcess``), the real ``HeartmonApp``
+headless at 160×50 (it lays out and renders every frame as in a terminal, minus the
+terminal). A fake hub process plays the /watch stream (a snapshot, then each worker's
+beats, numbered, in 10 ms slices, then a marker worker leaves: when the app's view shows
+it dead, the engine has taken every beat before it).
 
-A sender process plays a hub's /watch stream at that pace (a snapshot, then 10,000
-beat frames a second, exactly as the hub encodes them). The real Monitor ingests it on
-its thread; the real HeartmonApp runs headless (it lays out and renders every frame as
-in a terminal, minus the terminal). Prints the UI loop's lag (sampled every 50 ms),
-beats dropped between sender and fleet state, and resident memory. A benchmark that
-prints figures, not a test.
+Prints, over the steady part of each run (from the whole fleet in view to the marker):
+the UI loop's lag (``app.ui_lags_ms``, sampled every 50 ms) p50/p99/max, the UI
+process's CPU per tick and the time the app spends taking each view, beats dropped
+(gaps in each worker's ``seq``: the rows' ``missed``, read from a full view once the
+app is done), and the resident memory of the UI process and of the ingest child.
 
-    .venv/bin/python benchmarks/tui.py [--seconds 30] [--workers 1000]
+``--idle``: no ingest at all. The snapshot's workers have a one-hour interval and never
+beat, so the engine has nothing to do and the app only redraws; run it at 1,000 and
+10,000 workers (``--workers 1000,10000``, sizes alternate) to see whether the UI's
+per-tick cost grows with the fleet. ``--burn N``: N processes spinning ``while True:
+pass`` for the whole benchmark. Each run is a fresh interpreter, so memory figures do
+not carry over. A benchmark that prints figures, not a test.
+
+    .venv/bin/python benchmarks/tui.py [--workers 1000 --rate 10 | --workers 10000 --rate 1]
+                                       [--seconds 30] [--runs 3] [--burn N] [--idle]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import json
 import multiprocessing
+import os
+import pstats
 import statistics
+import subprocess
+import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
 
 import fake_hub
 import psutil
+from figures import machine, percentile, print_machine, spread
 
-from heartmon.config import Settings
-from heartmon.monitor import Monitor
-from heartmon.protocol import PROTOCOL_VERSION, Snapshot, WorkerBeat, WorkerInfo, encode
-from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
+from heartmon.config import Settings
+from heartmon.lifeline import die_with_parent
+from heartmon.monitor_process import MonitorProcess
+from heartmon.tui.app import HeartmonApp
+from heartmon.view import FleetView, ViewRequest
 
-RATE_HZ = 10
-
-
-def _sender(workers: int, seconds: float, sent, port, ready) -> None:
-    async def stream(ws) -> None:
-        now = time.time()
-        infos = [WorkerInfo(worker=f"w{i:04}", isolation=("none", "thread", "process")[i % 3], pid=0, host="bench",
-                            interval_ms=1000 // RATE_HZ, agent="bench", probes=[], connected_at=now,
-                            last_beat_at=now, seq=0) for i in range(workers)]
-        await ws.send(encode(Snapshot(v=PROTOCOL_VERSION, hub="bench", sent_at=now, workers=infos)))
-        start = time.monotonic()
-        count, slot = 0, 0
-        slices = 10  # each interval is sent in ten slices, so the pace is smooth
-        while slot < seconds * RATE_HZ * slices:
-            seq = slot // slices + 1
-            part = range(slot % slices, workers, slices)
-            for i in part:
-                await ws.send(encode(WorkerBeat(worker=f"w{i:04}", seq=seq, sent_at=0, recv_at=0,
-                                                loop_lag_ms=0.1, main_blocked_ms=2.0)))
-            count += len(part)
-            slot += 1
-            await asyncio.sleep(max(0.0, start + slot / (RATE_HZ * slices) - time.monotonic()))
-        sent.value = count
-        await asyncio.Future()  # keep the stream open: the workers are still "connected"
-
-    fake_hub.serve_stream(stream, port, ready)
+SIZE = (160, 50)
+LAG_TARGET_MS = 16.0
+IDLE_RATE_HZ = 1 / 3600
 
 
-async def _run(workers: int, seconds: float) -> None:
-    sent = multiprocessing.get_context("spawn").Value("q", -1)
-    sender, url = fake_hub.start(_sender, workers, seconds, sent)
+class Tap:
+    """Between the feed and the app: passes everything through, times the app's taking
+    of each view, and once the app is done takes views for the benchmark instead."""
+
+    def __init__(self, feed: MonitorProcess) -> None:
+        self.feed = feed
+        self.app_callbacks: list[Callable[[FleetView], None]] = []
+        self.take_ms: list[float] = []
+        self.app_done = False
+        self._mine: asyncio.Future | None = None
+        feed.subscribe(self._deliver)
+
+    def subscribe(self, callback: Callable[[FleetView], None]) -> None:
+        self.app_callbacks.append(callback)
+
+    def request(self, request: ViewRequest) -> None:
+        self.feed.request(request)
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.feed.attach(loop)
+
+    def _deliver(self, view: FleetView) -> None:
+        if self.app_done:
+            if self._mine is not None and not self._mine.done():
+                self._mine.set_result(view)
+            return
+        for callback in self.app_callbacks:
+            start = time.perf_counter()
+            callback(view)
+            self.take_ms.append((time.perf_counter() - start) * 1000)
+
+    async def whole_fleet(self) -> FleetView:
+        """Every row, once the app is done: a view the app never asked for (no strips)."""
+        for _ in range(20):
+            self._mine = asyncio.get_running_loop().create_future()
+            self.feed.request(ViewRequest(sort="missed", height=10**7))
+            view = await asyncio.wait_for(self._mine, 60)
+            if len(view.rows) == view.total and all(not row.strip for row in view.rows):
+                return view
+        raise SystemExit("no whole-fleet view came back")
+
+
+def _child() -> psutil.Process:
+    for child in psutil.Process().children():
+        if "heartmon.monitor_process" in " ".join(child.cmdline()):
+            return child
+    raise SystemExit("the ingest child process is not running")
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict:
+    sender, url, _, sent, _ = fake_hub.start_paced(workers, IDLE_RATE_HZ if idle else rate, seconds, beating=not idle)
     try:
-        monitor = Monitor(Settings(), [url])
-        app = HeartmonApp(monitor, HubClient())
-        with monitor:
-            async with app.run_test(size=(160, 50)) as pilot:
-                while sent.value < 0:
-                    await asyncio.sleep(0.1)
-                received = 0
-                for _ in range(100):  # let the ingest thread drain its socket
-                    with monitor.lock:
-                        received = sum(t.beats for t in monitor.fleet.trackers.values())
-                    if received >= sent.value:
-                        break
-                    await asyncio.sleep(0.1)
-                await pilot.pause()
-                lags = sorted(app.ui_lags_ms)
-                rss = psutil.Process().memory_info().rss
+        feed = MonitorProcess(Settings(), [url])
+        tap = Tap(feed)
+        app = HeartmonApp(tap, HubClient())
+        with feed:
+            async with app.run_test(size=SIZE):
+                await _until(lambda: app.view.total >= workers + 1, 120, "the whole fleet in the app's view")
+                me, child = psutil.Process(), _child()
+                first, takes0 = len(app.ui_lags_ms), len(tap.take_ms)
+                cpu0, child0, wall0 = _cpu(me), _cpu(child), time.monotonic()
+                if idle:
+                    await asyncio.sleep(seconds)
+                else:
+                    await _until(lambda: app.view.counts.get("dead", 0) >= 1, seconds + 120, "the end of the stream")
+                cpu1, child1, wall1 = _cpu(me), _cpu(child), time.monotonic()
+                last = len(app.ui_lags_ms)
+                lags, startup = list(app.ui_lags_ms)[first:last], list(app.ui_lags_ms)[:first]
+                takes = tap.take_ms[takes0:]
+                rss, child_rss = me.memory_info().rss, child.memory_info().rss
+                tick_s, ingest_lag = app.tick_s, app.view.ingest_lag_ms
+                not_healthy = workers - app.view.counts.get("healthy", 0)
+            tap.app_done = True
+            whole = await tap.whole_fleet()
     finally:
         sender.kill()
         sender.join()
-    print(f"{workers} workers at {RATE_HZ} Hz for {seconds:g} s: {sent.value:,} beats sent, {received:,} received,"
-          f" {sent.value - received:,} dropped")
-    print(f"UI loop lag over {len(lags)} samples: p50 {statistics.median(lags):.1f} ms,"
-          f" p99 {lags[int(0.99 * (len(lags) - 1))]:.1f} ms, max {lags[-1]:.1f} ms  (one frame: 16.7 ms)")
-    print(f"resident memory: {rss / 2**20:.0f} MiB")
+    window = wall1 - wall0
+    rows = [row for row in whole.rows if row.name != fake_hub.END]
+    return {
+        "workers": workers, "window_s": window, "samples": len(lags),
+        "p50": percentile(lags, 0.5), "p99": percentile(lags, 0.99), "max": max(lags, default=float("nan")),
+        "startup_max": max(startup, default=0.0),
+        "ui_cpu_ms_per_tick": (cpu1 - cpu0) * 1000 / (window / tick_s), "ui_cpu": (cpu1 - cpu0) / window,
+        "take_ms_p50": percentile(takes, 0.5), "take_ms_max": max(takes, default=float("nan")),
+        "child_cpu": (child1 - child0) / window, "rss_mib": rss / 2**20, "child_rss_mib": child_rss / 2**20,
+        "sent": max(0, sent.value), "dropped": sum(row.missed for row in rows),
+        "not_healthy": not_healthy, "ingest_lag_ms": ingest_lag, "load": os.getloadavg()[0],
+    }
+
+
+def _burn() -> None:
+    die_with_parent()
+    while True:
+        pass
+
+
+def _line(r: dict, idle: bool) -> str:
+    head = (f"{r['workers']:>6} workers: UI lag p50 {r['p50']:5.1f}  p99 {r['p99']:5.1f}  max {r['max']:6.1f} ms"
+            f" ({r['samples']} samples; start-up max {r['startup_max']:.0f} ms)   UI CPU {r['ui_cpu_ms_per_tick']:5.1f} ms/tick"
+            f"  view taken in {r['take_ms_p50']:.1f} ms (max {r['take_ms_max']:.1f})")
+    ingest = "" if idle else (f"   {r['sent']:,} beats sent, {r['dropped']:,} dropped, {r['not_healthy']} not healthy at"
+                              " the marker")
+    return (f"{head}\n{'':>15}load {r['load']:.2f}; RSS UI {r['rss_mib']:.0f} MiB, ingest child {r['child_rss_mib']:.0f} MiB;"
+            f" CPU UI {r['ui_cpu']:.0%}, ingest child {r['child_cpu']:.0%}{ingest}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--workers", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1000", help="fleet size; several, comma-separated, alternate")
+    parser.add_argument("--rate", type=float, default=10.0, help="beats per second per worker")
+    parser.add_argument("--seconds", type=float, default=30.0, help="of beats (or, with --idle, of redrawing)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per fleet size, each a fresh process")
+    parser.add_argument("--burn", type=int, default=0, help="CPU-burning processes for the whole benchmark")
+    parser.add_argument("--idle", action="store_true", help="no ingest: a snapshot of workers that never beat")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", metavar="FILE", help="one run in this process under cProfile, stats to FILE")
     args = parser.parse_args()
-    asyncio.run(_run(args.workers, args.seconds))
+    sizes = [int(size) for size in args.workers.split(",")]
+    if args.one or args.profile:  # one run, in this fresh process (for the orchestrating parent)
+        profile = cProfile.Profile() if args.profile else None
+        if profile is not None:
+            profile.enable()
+        result = asyncio.run(one_run(sizes[0], args.rate, args.seconds, args.idle))
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(args.profile)
+            pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
+        print(json.dumps(result))
+        return
+    what = "idle fleet, no ingest" if args.idle else f"{args.rate:g} Hz for {args.seconds:g} s"
+    print_machine(f"tui: {args.workers} workers, {what}, {SIZE[0]}×{SIZE[1]}, {args.runs} runs,"
+                  f" {args.burn} CPU burners")
+    ctx = multiprocessing.get_context("spawn")
+    burners = [ctx.Process(target=_burn, daemon=True) for _ in range(args.burn)]
+    results: dict[int, list[dict]] = defaultdict(list)
+    try:
+        for burner in burners:
+            burner.start()
+        for n in range(1, args.runs + 1):
+            for size in sizes:  # sizes alternate, so each sees the same machine
+                command = [sys.executable, str(Path(__file__).resolve()), "--one", "--workers", str(size),
+                           "--rate", str(args.rate), "--seconds", str(args.seconds)] + (["--idle"] if args.idle else [])
+                done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 600)
+                if done.returncode != 0:
+                    print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
+                    raise SystemExit(f"run {n} at {size} workers failed")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                results[size].append(result)
+                print(f"run {n}: {_line(result, args.idle)}", flush=True)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.join()
+    if args.runs > 1:
+        print("median (min–max) over the runs:")
+    for size, runs in results.items():
+        def s(key: str, fmt: str = "{:.1f}") -> str:
+            return spread([r[key] for r in runs], fmt)
+        p99 = statistics.median(r["p99"] for r in runs)
+        print(f"{size:>6} workers: UI lag p50 {s('p50')}  p99 {s('p99')}  max {s('max')} ms"
+              f"  [p99 target ≤ {LAG_TARGET_MS:g} ms: {'met' if p99 <= LAG_TARGET_MS else 'MISSED'}]")
+        print(f"{'':>15}UI CPU {s('ui_cpu_ms_per_tick')} ms/tick; view taken in {s('take_ms_p50')} ms;"
+              f" RSS UI {s('rss_mib', '{:.0f}')} MiB, ingest child {s('child_rss_mib', '{:.0f}')} MiB;"
+              f" ingest child CPU {s('child_cpu', '{:.2f}')} of a core")
+        if not args.idle:
+            print(f"{'':>15}dropped {s('dropped', '{:.0f}')} of {s('sent', '{:,.0f}')} beats sent;"
+                  f" not healthy at the marker {s('not_healthy', '{:.0f}')}")
 
+    print(f"at the end: {machine()}")
 
 if __name__ == "__main__":
     main()
