@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from heartmon.protocol import ISOLATIONS, Isolation
+from heartmon.stopping import stop_processes
+
+WORKER_GRACE_S = 0.3
+"""How long a worker gets to stop on SIGTERM. One that can run its handler closes its
+connection at once and exits within about 0.1 s on an idle machine; past this it is
+either still tearing down (harmless to cut short) or stuck in user code (a probe's
+long C call holds the GIL, so its handler cannot run), which would hold the user's
+quit for as long as that call lasts. So it is killed; its heartbeat child, in process
+isolation, dies with it (PR_SET_PDEATHSIG)."""
 
 _SPEC_ITEM = re.compile(r"^(none|thread|process):(\d+)$")
 
@@ -69,17 +76,10 @@ class Fleet:
             for index in range(1, count + 1):
                 self.spawn(isolation, f"{isolation}-{index}")
 
-    def stop(self, grace_s: float = 3.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def stop(self, grace_s: float = WORKER_GRACE_S) -> None:
+        """Stops every worker within ``grace_s`` (all together, not each in turn), killing
+        those that do not exit on SIGTERM: quitting must not wait for a probe to end."""
+        stop_processes(self.procs.values(), grace_s)
 
 
 def worker_log() -> IO[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from heartmon.protocol import (
     WorkerProbeFinished,
     WorkerProbeStarted,
 )
+from heartmon.stopping import stop_processes
 
 
 def describe_event(message: Message) -> str | None:
@@ -76,6 +76,13 @@ class EmbeddedMock:
     first (PR_SET_PDEATHSIG, passed down through HEARTMON_DIE_WITH).
     """
 
+    GRACE_S = 0.7
+    """How long the mock gets to stop on SIGTERM, all of it: its workers' own grace
+    (WORKER_GRACE_S, past which it kills them), its hub's shutdown and its interpreter's
+    exit fit in it with room to spare. The user's terminal waits for this, so past it
+    the mock is killed; its workers then die with it (PR_SET_PDEATHSIG), and only its
+    cleanup (the workers' log) is lost."""
+
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.args = args
         self.env = dict(os.environ) if env is None else env
@@ -102,13 +109,8 @@ class EmbeddedMock:
         self._close()
 
     def _stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_processes([self.proc], self.GRACE_S)
 
     def _close(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
