@@ -57,7 +57,10 @@ log = logging.getLogger("heartmon.hub")
 HARD_MAX_FRAME_BYTES = 1024 * 1024
 """Frames up to this size are read and refused with an error reply; larger ones make
 websockets close that one connection (1009), which is counted too."""
-SHUTDOWN_S = 3.0
+SHUTDOWN_S = 0.5
+"""How long a closing hub waits for WebSocket peers to answer its close. Gone or killed
+peers have closed their end already and live ones answer within milliseconds; one that
+cannot (a worker whose loop is starved) is dropped past this."""
 WATCHER_BACKLOG_BYTES = 4 * 1024 * 1024
 """A monitor that stopped reading (suspended, stalled) is dropped past this much unsent
 data, rather than growing the hub without bound; it reconnects and resyncs."""
@@ -118,15 +121,32 @@ class Hub:
 
     @asynccontextmanager
     async def listen(self, host: str, port: int) -> AsyncIterator[Server]:
-        """Serves inside the block; on the way out, stops within SHUTDOWN_S whatever
-        the peers do (a client that never closes its end must not hold us)."""
+        """Serves inside the block; on the way out, stops within about SHUTDOWN_S
+        whatever the peers do (a client that never closes its end must not hold us)."""
         server = await self._serve(host, port)
         try:
             yield server
         finally:
+            # Stops accepting and closes the open WebSockets (1001).
             server.close()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_S)
+            sockets = list(server.all_connections)
+            if sockets:
+                await asyncio.wait([asyncio.ensure_future(ws.wait_closed()) for ws in sockets], timeout=SHUTDOWN_S)
+                for ws in sockets:
+                    ws.transport.abort()  # a no-op for those that closed
+            # Left are HTTP connections: answered and half-closed, waiting only for the
+            # client to close its end (websockets gives it close_timeout), or with a
+            # request in flight or none sent yet (open_timeout). A moment for answers
+            # being written, then nothing more is worth waiting for.
+            try:
+                await asyncio.wait_for(server.wait_closed(), 0.05)
+            except TimeoutError:
+                if abort_clients := getattr(server.server, "abort_clients", None):  # Python 3.13+
+                    abort_clients()
+                for task in list(server.handler_tasks):
+                    task.cancel()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), 0.1)
 
     def _serve(self, host: str, port: int) -> Server:
         return serve(
