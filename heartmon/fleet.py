@@ -5,6 +5,9 @@ on one must not touch the hub or the others. Three layers keep them from outlivi
 their parent: a graceful SIGTERM on stop, SIGKILL for those that do not listen (a
 worker deep in a C call handles no signal), and PR_SET_PDEATHSIG for a parent that
 is itself killed.
+
+Their output goes to one log file per run under the user's state directory, removed
+when the run ends cleanly; only the newest few are ever kept.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +33,9 @@ either still tearing down (harmless to cut short) or stuck in user code (a probe
 long C call holds the GIL, so its handler cannot run), which would hold the user's
 quit for as long as that call lasts. So it is killed; its heartbeat child, in process
 isolation, dies with it (PR_SET_PDEATHSIG)."""
+LOGS_KEPT = 5
+"""Workers' logs of earlier runs kept (those of runs that did not end cleanly, or that
+are still running); older ones are deleted when a run starts."""
 
 _SPEC_ITEM = re.compile(r"^(none|thread|process):(\d+)$")
 
@@ -82,6 +90,54 @@ class Fleet:
         stop_processes(self.procs.values(), grace_s)
 
 
-def worker_log() -> IO[str]:
-    """A log file for the workers' output, named after this process."""
-    return (Path(tempfile.gettempdir()) / f"heartmon-workers-{os.getpid()}.log").open("a", buffering=1)
+def state_dir() -> Path:
+    """heartmon's directory for state worth keeping a while but not backing up, such as
+    logs: ``$XDG_STATE_HOME/heartmon``, by default ``~/.local/state/heartmon``."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative path is invalid and must be ignored.
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "heartmon"
+
+
+@contextmanager
+def worker_log() -> Iterator[IO[str] | None]:
+    """A log file for the workers' output, one per run, under :func:`state_dir`.
+
+    Not the terminal (the monitor draws on it) and not a temporary directory, where
+    one file per run piled up for good. It is removed when the block ends cleanly,
+    cancellation (SIGTERM, Ctrl-C) included, and kept when an error escapes it, for
+    someone to read; when it starts, all but the newest LOGS_KEPT earlier logs are
+    deleted. Without a writable state directory the output is discarded (None).
+    """
+    try:
+        directory = state_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        _prune(directory, LOGS_KEPT)
+        path = directory / f"workers-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        log = path.open("x", buffering=1)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: no home directory
+        print(f"heartmon: no workers' log, their output is discarded: {exc}", file=sys.stderr, flush=True)
+        yield None
+        return
+    keep = False
+    try:
+        with log:
+            yield log
+    except Exception:
+        keep = True
+        raise
+    finally:
+        if not keep:
+            path.unlink(missing_ok=True)
+
+
+def _prune(directory: Path, keep: int) -> None:
+    """Deletes all but the newest ``keep`` workers' logs in ``directory``."""
+    logs = []
+    for path in directory.glob("workers-*.log"):
+        with suppress(OSError):  # another run may be pruning too
+            logs.append((path.stat().st_mtime, path))
+    logs.sort(reverse=True)
+    for _mtime, path in logs[keep:]:
+        with suppress(OSError):
+            path.unlink()

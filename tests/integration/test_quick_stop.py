@@ -1,7 +1,8 @@
 """Quitting is quick even while a probe holds a worker's GIL: a worker that cannot run
 its SIGTERM handler is killed after a short grace instead of being waited for, and no
-process of the mock's tree is left behind."""
+process of the mock's tree is left behind. The workers' log goes with a clean exit."""
 
+import os
 import signal
 import time
 
@@ -45,3 +46,20 @@ def test_the_mock_stops_at_once_while_its_workers_hold_the_gil(launch, tmp_path)
     assert code == 0, f"the mock did not exit cleanly within {STOP_BOUND_S:g} s (code {code})"
     assert not alive, f"still running {elapsed:.1f} s after SIGTERM: {[p.pid for p in alive]}"
 
+
+def test_the_workers_log_is_one_file_per_run_under_the_state_dir_gone_after_a_clean_exit(launch, tmp_path):
+    logs = tmp_path / "heartmon"
+    logs.mkdir()
+    for age in range(1, 8):  # seven logs of earlier runs that did not end cleanly
+        stale = logs / f"workers-old-{age}.log"
+        stale.write_text("earlier run\n")
+        os.utime(stale, (time.time() - age * 3600,) * 2)
+
+    running = _start_mock(launch, tmp_path)
+    current = [p for p in logs.glob("workers-*.log") if not p.name.startswith("workers-old-")]
+    assert len(current) == 1, current
+    assert "connected" in current[0].read_text(), "the workers write to it"
+    assert sorted(p.name for p in logs.glob("workers-old-*.log")) == [f"workers-old-{age}.log" for age in range(1, 6)]
+
+    assert running.stop(signal.SIGTERM) == 0
+    assert not current[0].exists()
