@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -320,8 +320,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.token:
         env["HEARTMON_TOKEN"] = settings.token
     try:
-        with EmbeddedMock(mock_args, env) as url:
-            return _tui(settings, [url])
+        mock = EmbeddedMock(mock_args, env)
+        with mock as url:
+            return _tui(settings, [url], on_quit=mock.begin_stop)
     except MockError as exc:
         raise UsageError(f"the mock fleet did not start: {exc.args[0].removeprefix('heartmon: ')}") from None
 
@@ -331,14 +332,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return _tui(settings, _sources(args, settings))
 
 
-def _tui(settings: Settings, sources: list[str]) -> int:
+def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | None = None) -> int:
+    """The app on its engine's child process. ``on_quit`` runs as soon as the user quits,
+    so that what the caller must stop stops while the screen is torn down."""
     from heartmon.tui.app import HeartmonApp  # Textual only where a screen is wanted
 
     try:
         feed = MonitorProcess(settings, sources)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    app = HeartmonApp(feed, HubClient(settings.token))
+    app = HeartmonApp(feed, HubClient(settings.token), on_quit=on_quit)
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
     with feed:
         app.run()

@@ -87,6 +87,7 @@ class EmbeddedMock:
         self.args = args
         self.env = dict(os.environ) if env is None else env
         self.proc: subprocess.Popen | None = None
+        self._asked = False
 
     def __enter__(self) -> str:
         self._errors = tempfile.TemporaryFile("w+")
@@ -108,9 +109,16 @@ class EmbeddedMock:
         self._stop()
         self._close()
 
+    def begin_stop(self) -> None:
+        """Asks the mock to stop now, so that it stops while the caller tears down its
+        own things; leaving the context then waits for what remains of its grace."""
+        if self.proc is not None and not self._asked:
+            self.proc.terminate()
+            self._asked = True
+
     def _stop(self) -> None:
         if self.proc is not None:
-            stop_processes([self.proc], self.GRACE_S)
+            stop_processes([self.proc], self.GRACE_S, asked=self._asked)
 
     def _close(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:

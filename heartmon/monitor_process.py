@@ -31,6 +31,7 @@ from heartmon.config import Settings
 from heartmon.lifeline import die_with_parent
 from heartmon.monitor import Monitor
 from heartmon.sources import parse_source
+from heartmon.stopping import stop_processes
 from heartmon.view import FleetView, ViewRequest
 
 _HEADER = struct.Struct("!I")
@@ -156,13 +157,8 @@ class MonitorProcess:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            stop_processes([self._proc], STOP_GRACE_S)
 
     def __enter__(self) -> MonitorProcess:
         return self.start()

@@ -13,15 +13,18 @@ import time
 from collections.abc import Iterable
 
 
-def stop_processes(procs: Iterable[subprocess.Popen], grace_s: float) -> list[subprocess.Popen]:
-    """SIGTERMs every process that still runs, waits for all of them together until one
-    deadline ``grace_s`` from now, SIGKILLs those still running, and reaps them all.
+def stop_processes(procs: Iterable[subprocess.Popen], grace_s: float, *, asked: bool = False) -> list[subprocess.Popen]:
+    """SIGTERMs every process that still runs (unless ``asked`` already), waits for all
+    of them together until one deadline ``grace_s`` from now, SIGKILLs those still
+    running, and reaps them all.
 
     One deadline for all, not one grace each: stopping N stuck processes takes
-    ``grace_s``, not N times it. Returns the processes that had to be killed.
+    ``grace_s``, not N times it. Asking early (``proc.terminate()`` while other things
+    are torn down) and passing ``asked=True`` overlaps the two waits; a second SIGTERM
+    would interrupt the first one's cleanup. Returns the processes that had to be killed.
     """
     procs = list(procs)
-    for proc in procs:
+    for proc in procs if not asked else ():
         proc.terminate()  # a no-op for a process that has already exited
     deadline = time.monotonic() + grace_s
     for proc in procs:

@@ -56,9 +56,13 @@ class HeartmonApp(App):
     ]
 
     def __init__(self, feed: Feed, hub_client: HubClient, *, tick_s: float = 0.25,
-                 lag_clock: Callable[[], float] = time.perf_counter) -> None:
+                 lag_clock: Callable[[], float] = time.perf_counter,
+                 on_quit: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.feed = feed
+        self.on_quit = on_quit
+        """Called the moment the user quits: stopping the embedded fleet overlaps the
+        screen's teardown, and the terminal comes back sooner."""
         self.hub_client = hub_client
         self.tick_s = tick_s
         self.sort = SORTS[0]
@@ -183,6 +187,11 @@ class HeartmonApp(App):
         self.ask()
 
     # --- actions ------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self.on_quit is not None:
+            self.on_quit()
+        self.exit()
 
     def action_cycle_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
