@@ -102,6 +102,20 @@ def _heartmon_processes(since: float) -> list:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """What heartmon keeps (the workers' logs) goes to a directory of this session, not
+    to the user's: tests kill mocks, and a killed mock cannot remove its log."""
+    path = tmp_path_factory.mktemp("state")
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(path)  # inherited by every process the tests start
+    yield path
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_heartmon_process_outlives_the_tests() -> Iterator[None]:
     since = time.time() - 1
     yield
