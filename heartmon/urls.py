@@ -7,10 +7,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def check_address(address: str, schemes: tuple[str, ...]) -> str:
-    """The address as given, if it has one of `schemes`, a host and a valid port;
-    else a ValueError whose message names the problem."""
+    """The address as a URL: one of `schemes`, a host and a valid port; else a
+    ValueError whose message names the problem.
+
+    ``HOST:PORT`` with no scheme is a hub, ``ws://HOST:PORT``: that is what someone who
+    types ``localhost:8787`` means. Nothing else without a scheme is guessed at: a bare
+    word taken as a URL would be polled (or watched) forever without ever answering.
+    """
+    if "://" not in address and "ws" in schemes:
+        return _host_port(address)
     try:
-        parts = urlsplit(address if "://" in address else f"ws://{address}")
+        parts = urlsplit(address)
         parts.port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:
         raise ValueError(f"invalid address {address!r}: {exc}") from None
@@ -19,6 +26,18 @@ def check_address(address: str, schemes: tuple[str, ...]) -> str:
     if not parts.hostname:
         raise ValueError(f"invalid address {address!r}: no host")
     return address
+
+
+def _host_port(address: str) -> str:
+    """``HOST:PORT`` (``[::1]:PORT`` too) -> ``ws://HOST:PORT``; anything else is refused."""
+    try:
+        parts = urlsplit(f"ws://{address}")
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid address {address!r}: {exc}") from None
+    if not parts.hostname or port is None or parts.username is not None or parts.path or parts.query or parts.fragment:
+        raise ValueError(f"invalid address {address!r}: no scheme, and not HOST:PORT")
+    return f"ws://{address}"
 
 
 def hub_ws(base: str, path: str) -> str:

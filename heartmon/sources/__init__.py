@@ -52,7 +52,9 @@ class Source(Protocol):
 
 def parse_source(spec: str, token: str | None, interval_s: float, timeout_s: float,
                  client: Callable[[], httpx.AsyncClient]) -> Source:
-    """``ws://h:p`` -> a hub; ``[NAME=]http(s)://…`` -> an endpoint named NAME (or host:port/path)."""
+    """``ws://h:p`` or ``h:p`` -> a hub; ``[NAME=]http(s)://…`` -> an endpoint named NAME
+    (or host:port/path). Anything else is refused: taken for a URL, it would be watched
+    forever without a single answer."""
     from heartmon.sources.http import HttpSource
     from heartmon.sources.hub import HubSource
 
@@ -60,9 +62,9 @@ def parse_source(spec: str, token: str | None, interval_s: float, timeout_s: flo
     if not sep or "://" in name:
         name, url = "", spec
     try:
-        check_address(url, ("ws", "wss", "http", "https"))
+        url = check_address(url, ("ws", "wss", "http", "https"))
     except ValueError as exc:
-        raise SourceError(f"source {spec!r}: {exc}; expected ws://HOST:PORT (a hub) or "
+        raise SourceError(f"source {spec!r}: {exc}; expected ws://HOST:PORT or HOST:PORT (a hub) or "
                           "[NAME=]http(s)://… (a health endpoint)") from None
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss"):

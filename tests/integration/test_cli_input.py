@@ -1,0 +1,48 @@
+"""What a user types, checked before anything runs: one line on stderr that names the
+problem, exit code 2, no traceback; and what is valid works as the user meant it."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from heartmon.urls import auth_headers
+from tests.harness import HEARTMON, free_port, wait_until, workers
+
+TIMEOUT_S = 60
+"""Generous: every command here either refuses at once or ends on its own."""
+
+
+def _heartmon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*HEARTMON, *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**os.environ, **(env or {})})
+
+
+def _refused(result: subprocess.CompletedProcess, says: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert says in lines[0]
+
+
+def _port(url: str) -> str:
+    return url.rsplit(":", 1)[1]
+
+
+def test_host_port_without_a_scheme_is_a_hub(launch):
+    fleet = launch("mock", "--port", "0", "--interval-ms", "50", "--workers", "none:1")
+    port = _port(fleet.url)
+    checked = _heartmon("check", f"127.0.0.1:{port}", "--within", "30")
+    assert checked.returncode == 0, (checked.stdout, checked.stderr)
+    assert "ok: all 1 workers healthy or busy" in checked.stdout
+    events = _heartmon("events", f"localhost:{port}", "--for", "3")
+    assert events.returncode == 0, events.stderr
+    assert f"heartmon: ws://localhost:{port}: connected" in events.stderr.splitlines()
+
+
+@pytest.mark.parametrize("command", ["watch", "events", "check"])
+def test_a_source_that_is_not_a_url_is_refused(command):
+    _refused(_heartmon(command, "notaurl"), "source 'notaurl': invalid address 'notaurl'")
