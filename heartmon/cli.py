@@ -14,7 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
+
+from pydantic import TypeAdapter, ValidationError
 
 from heartmon.agent import Agent, AgentConfig
 from heartmon.commands import Answer, HubClient
@@ -28,7 +30,7 @@ from heartmon.mock import EmbeddedMock, MockError, print_events, run_mock
 from heartmon.monitor import Monitor
 from heartmon.monitor_process import MonitorProcess
 from heartmon.probes import load_registry
-from heartmon.protocol import ISOLATIONS
+from heartmon.protocol import ISOLATIONS, Hello, WorkerName
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
 from heartmon.urls import check_address
@@ -348,9 +350,28 @@ def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | N
     return 0
 
 
+HELLO_RULES = {
+    "--name": TypeAdapter(WorkerName),
+    "--interval-ms": TypeAdapter(Annotated[int, Hello.model_fields["interval_ms"]]),
+}
+"""The protocol's own rules for what a worker says in its hello, by the flag that sets it."""
+
+
+def _check_hello(**flags: object) -> None:
+    """A hello the hub would refuse fails only once connected: a traceback in the
+    worker, or, isolated in a process, a heartbeat child that dies while the worker
+    goes on as if nothing happened. So the worker checks it first, by the same rules."""
+    for flag, value in flags.items():
+        try:
+            HELLO_RULES[flag].validate_python(value)
+        except ValidationError as exc:
+            raise UsageError(f"invalid {flag} {value!r}: {exc.errors()[0]['msg']}") from None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = args.name or f"{args.isolation}-{os.getpid()}"
+    _check_hello(**{"--name": name, "--interval-ms": args.interval_ms})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation,
                          interval_ms=args.interval_ms, token=args.token)
     _run(Agent(config).run())

@@ -46,3 +46,18 @@ def test_host_port_without_a_scheme_is_a_hub(launch):
 @pytest.mark.parametrize("command", ["watch", "events", "check"])
 def test_a_source_that_is_not_a_url_is_refused(command):
     _refused(_heartmon(command, "notaurl"), "source 'notaurl': invalid address 'notaurl'")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--name", "bad name!"], "--name 'bad name!': String should match pattern"),
+        (["--name", "x" * 65], "--name"),
+        (["--interval-ms", "3600001"], "--interval-ms 3600001: Input should be less than or equal to 3600000"),
+        (["--isolation", "process", "--name", "bad name!"], "--name 'bad name!'"),
+        (["--isolation", "process", "--interval-ms", "3600001"], "--interval-ms 3600001"),
+    ],
+)
+def test_a_worker_the_protocol_would_refuse_is_refused_before_it_connects(launch, args, says):
+    hub = launch("hub", "--port", "0")
+    _refused(_heartmon("worker", "--hub", hub.url, *args), says)
