@@ -94,6 +94,9 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         raise ConfigError(f"invalid configuration: {problems}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid configuration: {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; a Latin-1 file is not TOML
+        raise ConfigError(f"invalid configuration: {path} is not UTF-8 text "
+                          f"(byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except SettingsError as exc:  # e.g. HEARTMON_SOURCES that is not a JSON list
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"invalid configuration: {exc}{cause}") from None

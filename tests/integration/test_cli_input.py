@@ -61,3 +61,9 @@ def test_a_source_that_is_not_a_url_is_refused(command):
 def test_a_worker_the_protocol_would_refuse_is_refused_before_it_connects(launch, args, says):
     hub = launch("hub", "--port", "0")
     _refused(_heartmon("worker", "--hub", hub.url, *args), says)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("# réglages\n[detector]\nlate_after = 3.0\n".encode("latin-1"))
+    _refused(_heartmon("check", "ws://127.0.0.1:1", "--config", str(config)), f"{config} is not UTF-8 text")

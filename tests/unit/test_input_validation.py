@@ -51,3 +51,10 @@ def test_a_hub_flag_takes_host_port_as_a_hub_and_refuses_a_bare_word():
     assert check_address("http://h:1", ANY_SCHEME) == "http://h:1"
     with pytest.raises(ValueError, match="invalid address 'notaurl': no scheme, and not HOST:PORT"):
         check_address("notaurl", ANY_SCHEME)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("# réglages\n[detector]\nlate_after = 3.0\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=re.escape(f"{config} is not UTF-8 text")):
+        load_settings(config)
