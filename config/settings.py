@@ -30,20 +30,20 @@ class ConfigError(Exception):
 
 
 class HubSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     host: str = Field("127.0.0.1", description="address the hub binds; anything but loopback needs a token")
     port: int = Field(8787, ge=0, le=65535, description="port the hub binds; 0 picks a free one")
     max_duration_s: float = Field(60.0, gt=0, description="longest probe the hub accepts")
 
 
 class MockSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     workers: str = Field("none:2,thread:2,process:2", description="the mock fleet, MODE:COUNT,...")
     interval_ms: int = Field(100, gt=0, description="heartbeat interval of the mock's workers")
 
 
 class MonitorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     tick_ms: int = Field(50, gt=0, le=1000, description="how often the detector is evaluated")
     stall_ms: int = Field(250, gt=0, description="a monitor stall longer than this is excused, not blamed on workers")
     http_interval_ms: int = Field(1000, gt=0, description="poll interval of HTTP health endpoints")

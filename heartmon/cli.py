@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -70,10 +71,13 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    """A duration or a threshold: ``inf`` would wait, or hold a probe, forever."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value

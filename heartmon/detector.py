@@ -42,7 +42,7 @@ class PhiSettings(BaseModel):
     100 ms minimum deviation for 1 s heartbeats across a network; heartmon's workers
     beat faster on one machine, so the pause defaults to 0."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     threshold: float = Field(8.0, gt=0, description="phi at which a silent worker is suspected (starved or dead)")
     late_threshold: float = Field(1.0, gt=0, description="phi at which a silent worker is late")
     acceptable_pause_s: float = Field(0.0, ge=0, description="added to the mean gap before phi is computed")
@@ -52,9 +52,12 @@ class PhiSettings(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """When silence becomes late, starved or dead, in multiples of each worker's interval."""
+    """When silence becomes late, starved or dead, in multiples of each worker's interval.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every number is finite (as in :class:`PhiSettings`): an infinite threshold is a
+    state that can never be reached, so a typo would silently turn detection off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rule: Literal["fixed", "phi"] = Field("fixed", description="'fixed' multiples of the interval, or 'phi' accrual")
     late_after: float = Field(2.0, gt=0, description="silent this many intervals: late (fixed rule)")
     starved_after: float = Field(5.0, gt=0, description="silent this many intervals: starved, or late with no evidence of life")

@@ -67,3 +67,24 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     config = tmp_path / "latin1.toml"
     config.write_bytes("# réglages\n[detector]\nlate_after = 3.0\n".encode("latin-1"))
     _refused(_heartmon("check", "ws://127.0.0.1:1", "--config", str(config)), f"{config} is not UTF-8 text")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["check", "ws://127.0.0.1:1", "--dead-after", "inf"], "must be a finite number, got inf"),
+        (["matrix", "--duration", "inf"], "must be a finite number, got inf"),
+    ],
+)
+def test_infinite_flags_are_refused(args, says):
+    result = _heartmon(*args)
+    assert result.returncode == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_infinite_thresholds_in_a_config_file_are_refused_by_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[detector]\ndead_after = inf\n")
+    _refused(_heartmon("check", "ws://127.0.0.1:1", "--config", str(config)),
+             "detector.dead_after: Input should be a finite number")
