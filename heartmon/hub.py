@@ -1,11 +1,17 @@
-"""The hub: workers connect on /connect, monitors watch on /watch, people use HTTP.
+"""The hub's server: workers connect on /connect, monitors watch on /watch, people
+use HTTP. What the hub knows and decides lives in :mod:`heartmon.hub_state`, with no
+I/O; this module only moves frames and answers requests.
 
-One websockets server serves all of it on one port: WebSocket paths go through the
-handshake, every other request is answered in ``process_request`` (websockets reads
-no request bodies, so commands take query parameters). The hub keeps the pool of
-*available* workers with the same detector the monitor runs (available: ``healthy``
-or ``busy``), so a command routed to ``any`` fails with "no available worker" exactly
-when the monitor shows none: a fleet whose heartbeats are starved, reproduced.
+One websockets server serves it all on one port: WebSocket paths go through the
+handshake, every other request is answered in ``process_request`` (websockets reads no
+request bodies, so commands take query parameters and a request with a body is
+refused). The pool of *available* workers is judged by the same detector the monitor
+runs, so a command routed to ``any`` fails with "no available worker" exactly when the
+monitor shows none: a fleet whose heartbeats are starved, reproduced.
+
+A client cannot cost the others more than its share: frames are taken one at a time
+with a turn of the loop between them, and a connection that sends more than
+``max_frames_per_s`` has the excess dropped unread (counted in /metrics).
 """
 
 from __future__ import annotations
@@ -14,14 +20,13 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -29,28 +34,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from heartmon.detector import Thresholds
-from heartmon.fleet_state import FleetState
+from heartmon.hub_metrics import CONTENT_TYPE, Gauges, HubMetrics
+from heartmon.hub_state import HubState, RouteError, WorkerRecord
 from heartmon.probes import ProbeRegistry
-from heartmon.protocol import (
-    PROTOCOL_VERSION,
-    Beat,
-    Hello,
-    Inject,
-    Message,
-    ProbeFinished,
-    ProbeStarted,
-    ProtocolError,
-    Snapshot,
-    WorkerBeat,
-    WorkerInfo,
-    WorkerJoined,
-    WorkerLeft,
-    WorkerProbeFinished,
-    WorkerProbeStarted,
-    check_version,
-    decode_from_worker,
-    encode,
-)
+from heartmon.protocol import Message, ProtocolError, decode_from_worker, encode
 
 log = logging.getLogger("heartmon.hub")
 
@@ -64,58 +51,86 @@ cannot (a worker whose loop is starved) is dropped past this."""
 WATCHER_BACKLOG_BYTES = 4 * 1024 * 1024
 """A monitor that stopped reading (suspended, stalled) is dropped past this much unsent
 data, rather than growing the hub without bound; it reconnects and resyncs."""
+DURATION = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6})?$")
+"""A probe's duration as a person writes it: no exponents, underscores or spaces."""
+MIN_DURATION_S = 0.001
 
 
-class HubError(Exception):
+class HttpError(Exception):
     """A request the hub refuses: the HTTP status and a message that names the problem."""
 
     def __init__(self, status: HTTPStatus, code: str, message: str, allow: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.allow = allow
+        self.status, self.code, self.message, self.allow = status, code, message, allow
 
 
-@dataclass
-class WorkerSession:
-    hello: Hello
-    ws: ServerConnection
-    connected_at: float
-    last_beat_at: float | None = None
-    seq: int | None = None
-    probe: str | None = None
+class _Connection(ServerConnection):
+    """websockets reads a request's head and nothing more: it drops a connection whose
+    request has a body, and reads a pipelined second request as a WebSocket frame, so
+    neither got an answer. This connection hands websockets the first request's head
+    alone. A body is refused (``body_refused``, answered 400 by the hub); whatever
+    follows a plain HTTP request (a pipelined one) is left unread, and the answer says
+    ``Connection: close`` so the client sends it again. A WebSocket upgrade passes
+    through untouched."""
 
-    def info(self) -> WorkerInfo:
-        h = self.hello
-        return WorkerInfo(
-            worker=h.worker, isolation=h.isolation, pid=h.pid, host=h.host, interval_ms=h.interval_ms,
-            agent=h.agent, probes=h.probes, connected_at=self.connected_at,
-            last_beat_at=self.last_beat_at, seq=self.seq, probe=self.probe,
-        )
+    HEAD_LIMIT = 64 * 1024
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._head: bytes | None = b""
+        self.body_refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None:
+            return super().data_received(data)
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0 and len(self._head) < self.HEAD_LIMIT:
+            return  # the head is still coming
+        head, rest, self._head = self._head[:end + 4], self._head[end + 4:], None
+        if end < 0 or b"\nupgrade:" in head.lower():
+            return super().data_received(head + rest)
+        lines = head.split(b"\r\n")
+        kept = [line for line in lines if not line.lower().startswith((b"content-length:", b"transfer-encoding:"))]
+        self.body_refused = any(line.lower().startswith(b"transfer-encoding:") or
+                                (line.lower().startswith(b"content-length:") and line.split(b":", 1)[1].strip() != b"0")
+                                for line in lines)
+        super().data_received(b"\r\n".join(kept))
 
 
-@dataclass
+class RateLimit:
+    """A token bucket per connection: ``rate`` frames a second on average, bursts of
+    ``burst``. Far above what a worker sends (one frame per beat, plus probe events)."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, now
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Hub:
-    registry: ProbeRegistry
-    token: str | None = None
-    max_duration_s: float = 60.0
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    name: str = "hub"
-    wall: Callable[[], float] = time.time
-    mono: Callable[[], float] = time.monotonic
-    workers: dict[str, WorkerSession] = field(default_factory=dict)
-    watchers: set[ServerConnection] = field(default_factory=set)
-    beats: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    injects: Counter[str] = field(default_factory=Counter)
-    unauthorized: int = 0
-    listeners: list[Callable[[Message], None]] = field(default_factory=list)
-    """In-process subscribers: they see every event as /watch does, with no socket."""
-    fleet: FleetState = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.fleet = FleetState(self.thresholds, log_size=100)
+    def __init__(self, registry: ProbeRegistry, *, token: str | None = None, max_duration_s: float = 60.0,
+                 thresholds: Thresholds | None = None, max_pending: int = 32, max_frames_per_s: float = 200.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.token = token
+        self.clock = clock
+        self.metrics = HubMetrics()
+        self.state = HubState(thresholds or Thresholds(), registry.names(), max_duration_s=max_duration_s,
+                              max_pending=max_pending, identity_required=token is not None,
+                              wall_offset=time.time() - clock(), metrics=self.metrics)
+        self.max_frames_per_s = max_frames_per_s
+        self.watchers: set[ServerConnection] = set()
+        self.listeners: list[Callable[[Message], None]] = []
+        """In-process subscribers: they see every event as /watch does, with no socket."""
+        self.metrics.read_from(self._gauges)
 
     # --- serving ------------------------------------------------------------------
 
@@ -152,6 +167,7 @@ class Hub:
         return serve(
             self._handler, host, port,
             process_request=self._process_request,
+            create_connection=_Connection,
             max_size=HARD_MAX_FRAME_BYTES,
             compression=None,
             # Heartbeats are the liveness signal; a ping timeout on a worker whose
@@ -164,170 +180,131 @@ class Hub:
         )
 
     async def _handler(self, ws: ServerConnection) -> None:
-        path = urlsplit(ws.request.path).path
+        path = unquote(urlsplit(ws.request.path).path)
+        limit = RateLimit(self.max_frames_per_s, 2 * self.max_frames_per_s, self.clock())
         if path == "/connect":
-            await self._worker_session(ws)
+            await self._worker_session(ws, limit)
         else:
-            await self._watch_session(ws)
+            await self._watch_session(ws, limit)
+
+    async def _frames(self, ws: ServerConnection, limit: RateLimit) -> AsyncIterator[str | bytes]:
+        """The connection's frames within its share; a turn of the loop after each, so
+        that a client with thousands queued cannot hold every other one back."""
+        async for frame in ws:
+            if limit.allow(self.clock()):
+                yield frame
+            else:
+                self.metrics.rate_limited.inc()
+            await asyncio.sleep(0)
 
     # --- workers ------------------------------------------------------------------
 
-    async def _worker_session(self, ws: ServerConnection) -> None:
-        session: WorkerSession | None = None
+    async def _worker_session(self, ws: ServerConnection, limit: RateLimit) -> None:
+        record: WorkerRecord | None = None
         reason = "connection closed"
         try:
-            async for frame in ws:
+            async for frame in self._frames(ws, limit):
                 try:
                     message = decode_from_worker(frame)
-                    if session is None:
-                        session = await self._join(ws, message)
+                    if record is None:
+                        joined = self.state.join(message, ws, self.clock())
+                        record = self.state.records[message.worker]  # type: ignore[union-attr]
+                        if isinstance(joined.replaced, ServerConnection):
+                            await joined.replaced.close(1000, "replaced by a new connection")
+                        self._publish(*joined.publish)
                     else:
-                        self._on_worker_message(session, message)
+                        self._publish(self.state.message(record, message, self.clock()))
                 except ProtocolError as exc:
                     await self._refuse(ws, exc)
-                    if exc.code == "unsupported_version":
-                        await ws.close(1002, "unsupported protocol version")
+                    if exc.code in ("unsupported_version", "name_taken"):
+                        await ws.close(1008 if exc.code == "name_taken" else 1002, exc.message[:100])
         except ConnectionClosed as exc:
             if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1009:
-                self.rejected["too_large"] += 1
+                self.metrics.rejected.labels("too_large").inc()
             reason = "connection lost" if exc.rcvd is None else "connection closed"
         finally:
-            if session is not None and self.workers.get(session.hello.worker) is session:
-                del self.workers[session.hello.worker]
-                self.fleet.forget(("", session.hello.worker))
-                self._publish(WorkerLeft(worker=session.hello.worker, reason=reason, at=self.wall()))
+            if record is not None:
+                self._publish(*self.state.left(record, reason, self.clock()))
 
     async def _refuse(self, ws: ServerConnection, exc: ProtocolError) -> None:
-        self.rejected[exc.code] += 1
+        self.metrics.rejected.labels(exc.code).inc()
         log.info("refused a frame from %s: %s", ws.remote_address, exc)
-        await ws.send(encode(exc.reply()))
-
-    async def _join(self, ws: ServerConnection, message: Message) -> WorkerSession:
-        if not isinstance(message, Hello):
-            raise ProtocolError("hello_required", f"the first frame must be 'hello', not {message.type!r}")
-        check_version(message)
-        old = self.workers.get(message.worker)
-        session = WorkerSession(message, ws, connected_at=self.wall())
-        self.workers[message.worker] = session
-        self.fleet.join(self.mono(), ("", message.worker), message.interval_ms / 1000, connected=True,
-                        isolation=message.isolation, pid=message.pid, host=message.host)
-        if old is not None:  # a reconnect whose old connection is not yet known dead
-            self._publish(WorkerLeft(worker=message.worker, reason="replaced by a new connection", at=self.wall()))
-            await old.ws.close(1000, "replaced by a new connection")
-        self._publish(WorkerJoined(info=session.info()))
-        return session
-
-    def _on_worker_message(self, session: WorkerSession, message: Message) -> None:
-        name = session.hello.worker
-        now = self.wall()
-        if isinstance(message, Beat):
-            session.last_beat_at, session.seq = now, message.seq
-            self.fleet.beat(self.mono(), ("", name), seq=message.seq, main_blocked_ms=message.main_blocked_ms,
-                            loop_lag_ms=message.loop_lag_ms)
-            self.beats[name] += 1
-            self._publish(WorkerBeat(worker=name, seq=message.seq, sent_at=message.sent_at, recv_at=now,
-                                     loop_lag_ms=message.loop_lag_ms, main_blocked_ms=message.main_blocked_ms))
-        elif isinstance(message, ProbeStarted):
-            session.probe = message.probe
-            self._publish(WorkerProbeStarted(worker=name, id=message.id, probe=message.probe,
-                                             duration_s=message.duration_s, recv_at=now))
-        elif isinstance(message, ProbeFinished):
-            session.probe = None
-            self._publish(WorkerProbeFinished(worker=name, id=message.id, elapsed_s=message.elapsed_s,
-                                              error=message.error, recv_at=now))
-        else:
-            raise ProtocolError("unexpected", f"{message.type!r} is only valid as the first frame")
+        with suppress(ConnectionClosed):
+            await ws.send(encode(exc.reply()))
 
     # --- monitors -----------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(v=PROTOCOL_VERSION, hub=self.name, sent_at=self.wall(),
-                        workers=[s.info() for s in self.workers.values()])
-
-    async def _watch_session(self, ws: ServerConnection) -> None:
+    async def _watch_session(self, ws: ServerConnection, limit: RateLimit) -> None:
         # Subscribed before the snapshot is sent: send() writes at once, so no event
         # published meanwhile can be lost or come before it.
         self.watchers.add(ws)
         try:
-            await ws.send(encode(self.snapshot()))
-            async for _frame in ws:  # monitors only listen
+            await ws.send(encode(self.state.snapshot(self.clock())))
+            async for _frame in self._frames(ws, limit):  # monitors only listen
                 await self._refuse(ws, ProtocolError("unexpected", "/watch is receive-only"))
         except ConnectionClosed:
             pass
         finally:
             self.watchers.discard(ws)
 
-    def _publish(self, message: Message) -> None:
-        for listener in self.listeners:
-            listener(message)
-        if not self.watchers:
-            return
-        for ws in [w for w in self.watchers if w.transport.get_write_buffer_size() > WATCHER_BACKLOG_BYTES]:
-            self.watchers.discard(ws)
-            self.rejected["watcher_too_slow"] += 1
-            ws.transport.abort()
-        broadcast(self.watchers, encode(message))
+    def _publish(self, *messages: Message) -> None:
+        for message in messages:
+            for listener in self.listeners:
+                listener(message)
+            if not self.watchers:
+                continue
+            for ws in [w for w in self.watchers if w.transport.get_write_buffer_size() > WATCHER_BACKLOG_BYTES]:
+                self.watchers.discard(ws)
+                self.metrics.watchers_dropped.inc()
+                ws.transport.abort()
+            broadcast(self.watchers, encode(message))
 
     # --- commands -----------------------------------------------------------------
 
-    def available(self) -> list[WorkerSession]:
-        """Connected workers the detector calls healthy or busy, judged now: the
-        deadlines that fell due since the last question are judged, nothing else."""
-        self.fleet.evaluate_due(self.mono())
-        return [self.workers[name] for _, name in self.fleet.available() if name in self.workers]
-
     async def inject(self, target: str, probe: str, duration_s: float, params: dict | None = None) -> dict:
-        """Routes a probe to a worker (or ``any`` available one); raises HubError."""
-        if not 0 < duration_s <= self.max_duration_s:
-            raise HubError(HTTPStatus.BAD_REQUEST, "bad_duration",
-                           f"duration_s must be > 0 and <= {self.max_duration_s:g}, not {duration_s:g}")
-        if target == "any":
-            known = sorted(set(self.registry.names()) | {p for s in self.workers.values() for p in s.hello.probes})
-            self._check_probe(probe, known)
-            candidates = [s for s in self.available() if probe in s.hello.probes]
-            if not candidates:
-                counts = ", ".join(f"{n} {state}" for state, n in self.fleet.counts().items() if n)
-                raise HubError(HTTPStatus.SERVICE_UNAVAILABLE, "no_available_worker",
-                               f"no available worker for {probe!r}: {counts or 'no workers connected'}")
-            session = min(candidates, key=lambda s: (s.probe is not None, s.hello.worker))
-        else:
-            session = self.workers.get(target)
-            if session is None:
-                raise HubError(HTTPStatus.NOT_FOUND, "unknown_worker",
-                               f"unknown worker {target!r}; connected: {', '.join(sorted(self.workers)) or 'none'}")
-            self._check_probe(probe, session.hello.probes)
-        command = Inject(id=uuid.uuid4().hex[:12], probe=probe, duration_s=duration_s, params=params or {})
+        """Routes a probe to a worker (or ``any`` available one); raises RouteError."""
+        routed = self.state.route_inject(target, probe, duration_s, self.clock(), uuid.uuid4().hex[:12], params)
+        conn = routed.conn
+        assert isinstance(conn, ServerConnection)
         try:
-            await session.ws.send(encode(command))
+            await conn.send(encode(routed.command))
         except ConnectionClosed:
-            raise HubError(HTTPStatus.SERVICE_UNAVAILABLE, "worker_gone",
-                           f"worker {session.hello.worker!r} disconnected before the command was sent") from None
-        return {"id": command.id, "worker": session.hello.worker, "probe": probe, "duration_s": duration_s}
+            self.state.unsent(routed)
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "worker_gone",
+                            f"worker {routed.worker!r} disconnected before the command was sent") from None
+        return {"id": routed.command.id, "worker": routed.worker, "probe": probe, "duration_s": duration_s}
 
-    @staticmethod
-    def _check_probe(probe: str, known: list[str]) -> None:
-        if probe not in known:
-            raise HubError(HTTPStatus.BAD_REQUEST, "unknown_probe",
-                           f"unknown probe {probe!r}; known probes: {', '.join(known) or 'none'}")
+    def _gauges(self) -> Gauges:
+        now = self.clock()
+        available = len(self.state.available(now))
+        workers = [(r.name, r.hello.isolation, r.tracker.state) for r in self.state.records.values()]
+        return Gauges(workers, available, len(self.watchers))
 
     # --- HTTP ---------------------------------------------------------------------
 
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        path, query = url.path.rstrip("/") or "/", parse_qs(url.query)
-        if path == "/healthz":
-            return _json(ws, HTTPStatus.OK, {"status": "ok", "workers": len(self.workers)})
-        if not self._authorized(request.headers):
-            self.unauthorized += 1
-            return _json(ws, HTTPStatus.UNAUTHORIZED,
-                         {"error": "unauthorized", "message": "this hub needs 'Authorization: Bearer <token>'"})
+        path, query = unquote(url.path).rstrip("/") or "/", parse_qs(url.query)
+        method = getattr(request, "method", "GET")
         try:
-            return await self._route(ws, request.method, path, query)
-        except HubError as exc:
+            if isinstance(ws, _Connection) and ws.body_refused:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "body_not_accepted",
+                                "requests take query parameters; a body is not read")
+            if path == "/healthz":
+                _allow(method, "GET")
+                return _json(ws, HTTPStatus.OK, {"status": "ok", "workers": len(self.state.records)})
+            if not self._authorized(request.headers):
+                self.metrics.unauthorized.inc()
+                response = _json(ws, HTTPStatus.UNAUTHORIZED,
+                                 {"error": "unauthorized", "message": "this hub needs 'Authorization: Bearer <token>'"})
+                response.headers["WWW-Authenticate"] = 'Bearer realm="heartmon"'
+                return response
+            return await self._route(ws, method, path, query)
+        except (HttpError, RouteError) as exc:
             if path.endswith("/inject"):
-                self.injects[exc.code] += 1
+                self.metrics.injects.labels(exc.code).inc()
             response = _json(ws, exc.status, {"error": exc.code, "message": exc.message})
-            if exc.allow:
+            if isinstance(exc, HttpError) and exc.allow:
                 response.headers["Allow"] = exc.allow
             return response
 
@@ -338,29 +315,25 @@ class Hub:
             return None  # the WebSocket handshake goes on
         if path == "/api/workers":
             _allow(method, "GET")
-            available = {s.hello.worker for s in self.available()}
-            trackers = self.fleet.trackers
-            return _json(ws, HTTPStatus.OK, [
-                {**s.info().model_dump(), "state": trackers[("", name)].state, "available": name in available}
-                for name, s in self.workers.items()
-            ])
+            return _json(ws, HTTPStatus.OK, self.state.listing(self.clock()))
         if path == "/api/probes":
             _allow(method, "GET")
             return _json(ws, HTTPStatus.OK, self.registry.describe())
         if path == "/metrics":
             _allow(method, "GET")
-            return _respond(ws, HTTPStatus.OK, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+            return _respond(ws, HTTPStatus.OK, self.metrics.exposition().decode(), CONTENT_TYPE)
         if len(parts) == 4 and parts[:2] == ["api", "workers"] and parts[3] == "inject":
             _allow(method, "POST")
             probe = _one(query, "probe")
-            try:
-                duration_s = float(_one(query, "duration_s"))
-            except ValueError:
-                raise HubError(HTTPStatus.BAD_REQUEST, "bad_duration", "duration_s must be a number of seconds") from None
-            result = await self.inject(parts[2], probe, duration_s)
-            self.injects["accepted"] += 1
+            raw = _one(query, "duration_s")
+            if not DURATION.match(raw) or float(raw) < MIN_DURATION_S:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "bad_duration",
+                                f"duration_s must be a number of seconds like 2 or 0.5 (at least {MIN_DURATION_S:g}), "
+                                f"not {raw!r}")
+            result = await self.inject(parts[2], probe, float(raw))
+            self.metrics.injects.labels("accepted").inc()
             return _json(ws, HTTPStatus.ACCEPTED, result)
-        raise HubError(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint: {path}")
+        raise HttpError(HTTPStatus.NOT_FOUND, "not_found", f"no such endpoint: {path}")
 
     def _authorized(self, headers: Headers) -> bool:
         if self.token is None:
@@ -368,42 +341,16 @@ class Hub:
         given = headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
 
-    def metrics(self) -> str:
-        """Prometheus text exposition format."""
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.extend([f"# HELP {name} {help_}", f"# TYPE {name} {kind}"])
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        family("heartmon_workers_connected", "gauge", "Workers with an open /connect session.",
-               [("", len(self.workers))])
-        family("heartmon_workers_available", "gauge", "Connected workers that are healthy or busy: the pool.",
-               [("", len(self.available()))])
-        family("heartmon_workers", "gauge", "Connected workers by detected state.",
-               [(f'{{state="{state}"}}', n) for state, n in self.fleet.counts().items()])
-        family("heartmon_watchers_connected", "gauge", "Monitors subscribed on /watch.", [("", len(self.watchers))])
-        family("heartmon_beats_total", "counter", "Heartbeats received, per worker.",
-               [(f'{{worker="{w}"}}', n) for w, n in sorted(self.beats.items())])
-        family("heartmon_frames_rejected_total", "counter",
-               "Frames refused with an error reply (malformed, unknown type, wrong version, too large).",
-               [(f'{{code="{c}"}}', n) for c, n in sorted(self.rejected.items())])
-        family("heartmon_injects_total", "counter", "Inject commands, by result.",
-               [(f'{{result="{r}"}}', n) for r, n in sorted(self.injects.items())])
-        family("heartmon_http_unauthorized_total", "counter", "Requests refused for a missing or wrong token.",
-               [("", self.unauthorized)])
-        return "\n".join(lines) + "\n"
-
 
 def _allow(method: str, allowed: str) -> None:
     if method != allowed:
-        raise HubError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {allowed}, not {method}", allowed)
+        raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {allowed}, not {method}", allowed)
 
 
 def _one(query: dict[str, list[str]], key: str) -> str:
     values = query.get(key)
     if not values:
-        raise HubError(HTTPStatus.BAD_REQUEST, "missing_parameter", f"query parameter {key!r} is required")
+        raise HttpError(HTTPStatus.BAD_REQUEST, "missing_parameter", f"query parameter {key!r} is required")
     return values[-1]
 
 
@@ -413,9 +360,11 @@ def _json(ws: ServerConnection, status: HTTPStatus, body: object) -> Response:
 
 def _respond(ws: ServerConnection, status: HTTPStatus, text: str, content_type: str) -> Response:
     response = ws.respond(status, text)
+    # Headers is a multidict: setting a name adds a value, so the defaults go first.
+    del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     # websockets half-closes after an HTTP answer and waits for the client to close;
     # a keep-alive client never would, and the hub could not shut down.
+    del response.headers["Connection"]
     response.headers["Connection"] = "close"
     return response
-

@@ -26,9 +26,10 @@ WorkerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-
 
 
 class Message(BaseModel):
-    """Strict base: unknown fields are refused, so a typo is an error, not silence."""
+    """Strict base: unknown fields are refused, so a typo is an error, not silence; NaN
+    and infinities are refused, so a broken clock cannot make a worker look on time."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- worker -> hub ---------------------------------------------------------------
@@ -45,6 +46,10 @@ class Hello(Message):
     agent: str = Field(max_length=64)
     probes: list[str] = Field(default_factory=list, max_length=256)
     """The probes this worker can run: the hub checks injects against them."""
+    instance: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """A random id the agent makes once and keeps across reconnects. A hub with a token
+    lets only the same instance take a live worker's name again. Optional: agents
+    without it still connect, and replace a live name only on a hub without a token."""
 
 
 class Beat(Message):
@@ -111,7 +116,6 @@ class WorkerInfo(Message):
 class Snapshot(Message):
     type: Literal["snapshot"] = "snapshot"
     v: int
-    hub: str
     sent_at: float
     workers: list[WorkerInfo]
 

@@ -50,7 +50,7 @@ class Script:
         infos = [WorkerInfo(worker=name, isolation=iso, pid=4000 + i, host="fleet-host", interval_ms=100,
                             agent="heartmon/0.1.0", probes=[p["name"] for p in PROBES], connected_at=START,
                             last_beat_at=START, seq=0) for i, (name, iso) in enumerate(fleet)]
-        self.feed(Snapshot(v=1, hub="hub", sent_at=START, workers=infos))
+        self.feed(Snapshot(v=1, sent_at=START, workers=infos))
 
     def feed(self, message) -> None:
         self.monitor.hub_message(HUB, message, self.clock.t)

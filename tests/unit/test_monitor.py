@@ -105,7 +105,7 @@ def test_the_monitor_does_not_convict_workers_for_its_own_stall():
     info = WorkerInfo(worker="w", isolation="thread", pid=1, host="elsewhere", interval_ms=100, agent="t",
                       probes=[], connected_at=0.0, last_beat_at=0.0, seq=0)
     with monitor:
-        monitor.hub_message("hub", Snapshot(v=1, hub="hub", sent_at=0.0, workers=[info]), clock())
+        monitor.hub_message("hub", Snapshot(v=1, sent_at=0.0, workers=[info]), clock())
         for seq in range(1, 4):
             clock.advance(0.1)
             monitor.hub_message("hub", WorkerBeat(worker="w", seq=seq, sent_at=0, recv_at=0, loop_lag_ms=0), clock())

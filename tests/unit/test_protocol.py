@@ -18,7 +18,7 @@ WORKER_FRAMES = [
 INFO = p.WorkerInfo(worker="thread-1", isolation="thread", pid=1, host="h", interval_ms=100, agent="a",
                     probes=[], connected_at=1.0)
 MONITOR_FRAMES = [
-    p.Snapshot(v=1, hub="hub", sent_at=3.0, workers=[INFO]),
+    p.Snapshot(v=1, sent_at=3.0, workers=[INFO]),
     p.WorkerJoined(info=INFO),
     p.WorkerBeat(worker="thread-1", seq=1, sent_at=1.0, recv_at=1.01, loop_lag_ms=0.1, main_blocked_ms=3.0),
     p.WorkerLeft(worker="thread-1", reason="connection lost", at=4.0),
