@@ -44,8 +44,11 @@ class FleetSpecError(ValueError):
     pass
 
 
-def parse_fleet_spec(spec: str) -> list[tuple[Isolation, int]]:
-    """``none:2,thread:2,process:2`` -> ``[("none", 2), ("thread", 2), ("process", 2)]``."""
+def parse_fleet_spec(spec: str, max_workers: int = 200) -> list[tuple[Isolation, int]]:
+    """``none:2,thread:2,process:2`` -> ``[("none", 2), ("thread", 2), ("process", 2)]``.
+
+    At most ``max_workers`` in all: each is a real Python process (two in process
+    isolation), and a typo such as ``none:99999`` would fork until the machine gives up."""
     items: list[tuple[Isolation, int]] = []
     for raw in filter(None, (part.strip() for part in spec.split(","))):
         match = _SPEC_ITEM.match(raw)
@@ -56,6 +59,9 @@ def parse_fleet_spec(spec: str) -> list[tuple[Isolation, int]]:
         items.append((match.group(1), int(match.group(2))))  # type: ignore[arg-type]
     if not items:
         raise FleetSpecError("the worker spec names no workers")
+    total = sum(count for _, count in items)
+    if total > max_workers:
+        raise FleetSpecError(f"the worker spec {spec!r} asks for {total} workers; at most {max_workers} in all")
     return items
 
 

@@ -88,3 +88,7 @@ def test_infinite_thresholds_in_a_config_file_are_refused_by_key(tmp_path):
     config.write_text("[detector]\ndead_after = inf\n")
     _refused(_heartmon("check", "ws://127.0.0.1:1", "--config", str(config)),
              "detector.dead_after: Input should be a finite number")
+
+
+def test_a_fleet_past_the_limit_is_refused_before_any_worker_starts():
+    _refused(_heartmon("mock", "--port", str(free_port()), "--workers", "none:99999"), "at most 200")

@@ -81,3 +81,11 @@ def test_infinite_or_nan_values_are_refused_by_key(tmp_path, toml, key):
 def test_the_thresholds_model_itself_refuses_infinity():
     with pytest.raises(ValueError, match="finite"):
         Thresholds(dead_after=float("inf"))
+
+
+def test_a_fleet_spec_past_the_limit_is_refused_with_the_limit():
+    assert sum(n for _, n in parse_fleet_spec(f"none:{MAX_WORKERS}")) == MAX_WORKERS
+    with pytest.raises(FleetSpecError, match=f"at most {MAX_WORKERS}"):
+        parse_fleet_spec("none:99999")
+    with pytest.raises(FleetSpecError, match=f"at most {MAX_WORKERS}"):
+        parse_fleet_spec(f"none:{MAX_WORKERS},thread:1")
