@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ from heartmon.detector import Thresholds
 
 class ConfigError(Exception):
     """Invalid configuration: the message names the key and the reason."""
+
+
+_config_file: ContextVar[Path | None] = ContextVar("heartmon_config_file", default=None)
+"""The TOML file that the settings being built read, set by :func:`load_settings` for
+the length of one call: the file is chosen per call (``--config``), while pydantic-settings
+asks the class for its sources. ``Settings()`` built directly reads no file."""
 
 
 class HubSettings(BaseModel):
@@ -73,7 +80,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file.get())
 
 
 def default_config_path() -> Path:
@@ -86,9 +93,9 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     path = config if config is not None else default_config_path()
     if config is not None and not config.is_file():
         raise ConfigError(f"config file {config} does not exist")
-    bound = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+    reading = _config_file.set(path)
     try:
-        return bound(**(overrides or {}))
+        return Settings(**(overrides or {}))
     except ValidationError as exc:
         problems = "; ".join(_describe(error) for error in exc.errors(include_url=False))
         raise ConfigError(f"invalid configuration: {problems}") from None
@@ -100,6 +107,8 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     except SettingsError as exc:  # e.g. HEARTMON_SOURCES that is not a JSON list
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"invalid configuration: {exc}{cause}") from None
+    finally:
+        _config_file.reset(reading)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "With no command, runs the mock fleet and the monitor on it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    token_help = "bearer token (default: $HEARTMON_TOKEN)"
+    token_help = "bearer token (default: $HEARTMON_TOKEN, else 'token' in the config file)"
 
     configured = argparse.ArgumentParser(add_help=False)
     configured.add_argument("--config", type=Path, help="TOML settings file (default: ~/.config/heartmon/config.toml)")
@@ -138,21 +138,19 @@ def _parser() -> argparse.ArgumentParser:
     for command in (events, check, watch):
         command.add_argument("--http-interval-ms", type=_positive_int, help="poll interval of HTTP sources (default: 1000)")
 
-    worker = sub.add_parser("worker", help="run one worker and connect it to a hub")
+    worker = sub.add_parser("worker", parents=[configured], help="run one worker and connect it to a hub")
     worker.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
     worker.add_argument("--isolation", choices=ISOLATIONS, default="none", help="where heartbeats are sent from")
     worker.add_argument("--name", help="worker name (default: MODE-PID)")
     worker.add_argument("--interval-ms", type=_positive_int, default=1000, help="heartbeat interval (default: 1000)")
-    worker.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
 
     sub.add_parser("probes", help="list the load probes that are installed")
 
-    inject = sub.add_parser("inject", help="inject a probe into a worker through the hub")
+    inject = sub.add_parser("inject", parents=[configured], help="inject a probe into a worker through the hub")
     inject.add_argument("worker", help="worker name, or 'any' for any available worker")
     inject.add_argument("probe", help="probe name (see 'heartmon probes')")
     inject.add_argument("--duration", type=_positive_float, default=2.0, help="seconds (default: 2)")
     inject.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
-    inject.add_argument("--token", default=os.environ.get("HEARTMON_TOKEN"), help=token_help)
 
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
     matrix.add_argument("--duration", type=_positive_float, default=2.0, help="seconds per probe (default: 2)")
@@ -192,10 +190,13 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         pass
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Flags over environment over file over defaults; an invalid value is a UsageError."""
+def settings_from(args: argparse.Namespace, flags: Iterable[str] = SETTING_FLAGS) -> Settings:
+    """Flags over environment over file over defaults; an invalid value is a UsageError.
+    ``flags`` are those of the command that set settings (a worker's --interval-ms is its
+    own, not the mock's)."""
     overrides: dict[str, Any] = {}
-    for flag, key in SETTING_FLAGS.items():
+    for flag in flags:
+        key = SETTING_FLAGS[flag]
         value = getattr(args, flag, None)
         if value is not None:
             *sections, leaf = key.split(".")
@@ -375,9 +376,10 @@ def _check_hello(**flags: object) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     name = args.name or f"{args.isolation}-{os.getpid()}"
     _check_hello(**{"--name": name, "--interval-ms": args.interval_ms})
+    settings = settings_from(args, flags=("token",))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation,
-                         interval_ms=args.interval_ms, token=args.token)
+                         interval_ms=args.interval_ms, token=settings.token)
     _run(Agent(config).run())
     return 0
 
@@ -394,8 +396,10 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
+    settings = settings_from(args, flags=("token",))
+
     async def send() -> Answer:
-        client = HubClient(args.token)
+        client = HubClient(settings.token)
         try:
             return await client.inject(args.hub, args.worker, args.probe, args.duration)
         finally:

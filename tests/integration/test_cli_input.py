@@ -92,3 +92,18 @@ def test_infinite_thresholds_in_a_config_file_are_refused_by_key(tmp_path):
 
 def test_a_fleet_past_the_limit_is_refused_before_any_worker_starts():
     _refused(_heartmon("mock", "--port", str(free_port()), "--workers", "none:99999"), "at most 200")
+
+
+def test_worker_and_inject_take_the_token_from_the_config_file(launch, tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("HEARTMON_TOKEN", raising=False)
+    (tmp_path / "heartmon").mkdir()
+    (tmp_path / "heartmon" / "config.toml").write_text('token = "s3cret"\n')
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    hub = launch("hub", "--port", "0", "--token", "s3cret")
+    launch("worker", "--hub", hub.url, "--name", "configured-1", "--interval-ms", "100", env=env, ready=None)
+    with httpx.Client(base_url=hub.http, headers=auth_headers("s3cret"), timeout=10) as client:
+        wait_until(lambda: workers(client).get("configured-1", {}).get("available"), 30,
+                   "the worker to join the hub with the config file's token")
+    injected = _heartmon("inject", "configured-1", "sync-sleep", "--duration", "0.1", "--hub", hub.url, env=env)
+    assert injected.returncode == 0, injected.stderr
+    assert "injected sync-sleep for 0.1 s into configured-1" in injected.stdout

@@ -83,6 +83,20 @@ def test_the_thresholds_model_itself_refuses_infinity():
         Thresholds(dead_after=float("inf"))
 
 
+def test_loading_settings_returns_the_settings_class_and_each_call_reads_its_own_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "empty"))
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text("[detector]\nlate_after = 3.0\nstarved_after = 6.0\n")
+    second.write_text('token = "t2"\n')
+    loaded = load_settings(first)
+    assert type(loaded) is Settings
+    assert loaded.detector.late_after == 3.0
+    again = load_settings(second)
+    assert (again.detector.late_after, again.token) == (2.0, "t2")
+    assert load_settings().detector.late_after == 2.0
+    assert Settings().token is None  # built directly: defaults and environment, no file
+
+
 def test_a_fleet_spec_past_the_limit_is_refused_with_the_limit():
     assert sum(n for _, n in parse_fleet_spec(f"none:{MAX_WORKERS}")) == MAX_WORKERS
     with pytest.raises(FleetSpecError, match=f"at most {MAX_WORKERS}"):
