@@ -52,20 +52,24 @@ def worker_name(i: int) -> str:
     return f"w{i:05}"
 
 
+def snapshot(workers: list[WorkerInfo], sent_at: float) -> str:
+    """A hub's snapshot frame, whether or not this protocol version names the hub in it."""
+    named = {"hub": "bench"} if "hub" in Snapshot.model_fields else {}
+    return encode(Snapshot(v=PROTOCOL_VERSION, sent_at=sent_at, workers=workers, **named))
+
+
 def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sent, silence: dict[int, float] | None,
-                silence_base, http_endpoints: int, http_silence: dict[int, float] | None, http_port,
-                port, ready) -> None:
+                silence_base, port, ready) -> None:
     """Runs in the sender process. Every /watch connection gets a snapshot of `workers`
     workers (and :data:`END`), then each worker's beats at `rate_hz`, numbered from 1, for
     `seconds`; then :data:`END` leaves, `sent.value` is set to the beats sent before it, and
     the workers beat on until the reader hangs up (so the end of a measurement is not
     the whole fleet falling silent at once).
 
-    Silence: worker i (or HTTP endpoint j) sends nothing more once the shared
-    `silence_base` (a time.monotonic(), 0 until the benchmark sets it) plus its offset
-    has passed. Not `beating`: the snapshot (workers of interval 1/`rate_hz`), END leaves,
-    and nothing else. HTTP endpoints answer `GET /h/<j>` with 200 at once, or never once silent."""
-    silence, http_silence = silence or {}, http_silence or {}
+    Silence: worker i sends nothing more once the shared `silence_base` (a
+    time.monotonic(), 0 until the benchmark sets it) plus its offset has passed. Not
+    `beating`: the snapshot (workers of interval 1/`rate_hz`), END leaves, and nothing else."""
+    silence = silence or {}
     names = [worker_name(i) for i in range(workers)]
     beats = [encode(WorkerBeat(worker=name, seq=0, sent_at=0.0, recv_at=0.0, loop_lag_ms=0.1,
                                main_blocked_ms=2.0)).split('"seq":0,') for name in names]
@@ -73,8 +77,8 @@ def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sen
     slices = max(1, round(1 / (rate_hz * SLICE_S)))  # slices per interval
     interval_s = 1 / rate_hz
 
-    def silent(offsets: dict[int, float], index: int, now: float) -> bool:
-        return index in offsets and silence_base.value > 0 and now >= silence_base.value + offsets[index]
+    def silent(index: int, now: float) -> bool:
+        return _silent(silence, silence_base, index, now)
 
     async def stream(ws) -> None:
         now = time.time()
@@ -83,7 +87,7 @@ def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sen
                             last_beat_at=now, seq=0) for i, name in enumerate(names)]
         infos.append(WorkerInfo(worker=END, isolation="process", pid=0, host="bench", interval_ms=3_600_000,
                                 agent="bench", probes=[], connected_at=now))
-        await ws.send(encode(Snapshot(v=PROTOCOL_VERSION, hub="bench", sent_at=now, workers=infos)))
+        await ws.send(snapshot(infos, now))
         if not beating:
             await ws.send(encode(WorkerLeft(worker=END, reason="no beats in this stream", at=time.time())))
             sent.value = 0
@@ -99,7 +103,7 @@ def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sen
                 seq = slot // slices + 1
                 mono = time.monotonic()
                 for i in range(slot % slices, workers, slices):
-                    if not silent(silence, i, mono):
+                    if not silent(i, mono):
                         head, tail = beats[i]
                         await ws.send(f'{head}"seq":{seq},{tail}')
                         count += 1
@@ -108,12 +112,23 @@ def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sen
         except ConnectionClosed:
             return  # the reader is done
 
-    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    serve_stream(stream, port, ready)
+
+
+def _silent(offsets: dict[int, float], base, index: int, now: float) -> bool:
+    return index in offsets and base.value > 0 and now >= base.value + offsets[index]
+
+
+def http_endpoints(silence: dict[int, float], silence_base, port, ready) -> None:
+    """Runs in its own process (a hub's bursts must not delay its answers): `GET /h/<j>`
+    is answered 200 at once, keep-alive, or never once endpoint j's silence has begun."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 index = int(head.split(b" ", 2)[1].rsplit(b"/", 1)[1])
-                if silent(http_silence, index, time.monotonic()):
+                if _silent(silence, silence_base, index, time.monotonic()):
                     await asyncio.sleep(3600)  # a hung endpoint: the poll times out
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
                 await writer.drain()
@@ -123,22 +138,24 @@ def paced_fleet(workers: int, rate_hz: float, seconds: float, beating: bool, sen
             writer.close()
 
     async def main() -> None:
-        async with serve(stream, "127.0.0.1", 0, compression=None, max_size=None) as server:
-            if http_endpoints:
-                endpoint = await asyncio.start_server(http, "127.0.0.1", 0)
-                http_port.value = endpoint.sockets[0].getsockname()[1]
-            port.value = server.sockets[0].getsockname()[1]
-            ready.set()
-            await asyncio.Future()
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port.value = server.sockets[0].getsockname()[1]
+        ready.set()
+        await asyncio.Future()
 
     asyncio.run(main())
 
 
-def start_paced(workers: int, rate_hz: float, seconds: float, *, beating: bool = True, silence: dict[int, float] | None = None,
-                http_endpoints: int = 0, http_silence: dict[int, float] | None = None):
-    """Starts :func:`paced_fleet`; returns (process, hub URL, HTTP base URL, sent, silence_base)."""
+def start_paced(workers: int, rate_hz: float, seconds: float, *, beating: bool = True,
+                silence: dict[int, float] | None = None):
+    """Starts :func:`paced_fleet`; returns (process, hub URL, sent, silence_base)."""
     ctx = multiprocessing.get_context("spawn")
-    sent, base, http_port = ctx.Value("q", -1), ctx.Value("d", 0.0), ctx.Value("i", 0)
-    process, url = start(paced_fleet, workers, rate_hz, seconds, beating, sent, silence, base, http_endpoints, http_silence,
-                         http_port)
-    return process, url, f"http://127.0.0.1:{http_port.value}", sent, base
+    sent, base = ctx.Value("q", -1), ctx.Value("d", 0.0)
+    process, url = start(paced_fleet, workers, rate_hz, seconds, beating, sent, silence, base)
+    return process, url, sent, base
+
+
+def start_http(silence: dict[int, float], silence_base) -> tuple[multiprocessing.Process, str]:
+    """Starts :func:`http_endpoints`; returns the process and its base URL (add /h/<j>)."""
+    process, url = start(http_endpoints, silence, silence_base)
+    return process, url.replace("ws://", "http://")

@@ -118,7 +118,7 @@ async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict:
-    sender, url, _, sent, _ = fake_hub.start_paced(workers, IDLE_RATE_HZ if idle else rate, seconds, beating=not idle)
+    sender, url, sent, _ = fake_hub.start_paced(workers, IDLE_RATE_HZ if idle else rate, seconds, beating=not idle)
     try:
         feed = MonitorProcess(Settings(), [url])
         tap = Tap(feed)
@@ -126,14 +126,14 @@ async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict
         with feed:
             async with app.run_test(size=SIZE):
                 await _until(lambda: app.view.total >= workers + 1, 120, "the whole fleet in the app's view")
-                me, child = psutil.Process(), _child()
+                me, child, hub = psutil.Process(), _child(), psutil.Process(sender.pid)
                 first, takes0 = len(app.ui_lags_ms), len(tap.take_ms)
-                cpu0, child0, wall0 = _cpu(me), _cpu(child), time.monotonic()
+                cpu0, child0, hub0, wall0 = _cpu(me), _cpu(child), _cpu(hub), time.monotonic()
                 if idle:
                     await asyncio.sleep(seconds)
                 else:
                     await _until(lambda: app.view.counts.get("dead", 0) >= 1, seconds + 120, "the end of the stream")
-                cpu1, child1, wall1 = _cpu(me), _cpu(child), time.monotonic()
+                cpu1, child1, hub1, wall1 = _cpu(me), _cpu(child), _cpu(hub), time.monotonic()
                 last = len(app.ui_lags_ms)
                 lags, startup = list(app.ui_lags_ms)[first:last], list(app.ui_lags_ms)[:first]
                 takes = tap.take_ms[takes0:]
@@ -153,7 +153,7 @@ async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict
         "startup_max": max(startup, default=0.0),
         "ui_cpu_ms_per_tick": (cpu1 - cpu0) * 1000 / (window / tick_s), "ui_cpu": (cpu1 - cpu0) / window,
         "take_ms_p50": percentile(takes, 0.5), "take_ms_max": max(takes, default=float("nan")),
-        "child_cpu": (child1 - child0) / window, "rss_mib": rss / 2**20, "child_rss_mib": child_rss / 2**20,
+        "child_cpu": (child1 - child0) / window, "hub_cpu": (hub1 - hub0) / window, "rss_mib": rss / 2**20, "child_rss_mib": child_rss / 2**20,
         "sent": max(0, sent.value), "dropped": sum(row.missed for row in rows),
         "not_healthy": not_healthy, "ingest_lag_ms": ingest_lag, "load": os.getloadavg()[0],
     }
@@ -172,7 +172,7 @@ def _line(r: dict, idle: bool) -> str:
     ingest = "" if idle else (f"   {r['sent']:,} beats sent, {r['dropped']:,} dropped, {r['not_healthy']} not healthy at"
                               " the marker")
     return (f"{head}\n{'':>15}load {r['load']:.2f}; RSS UI {r['rss_mib']:.0f} MiB, ingest child {r['child_rss_mib']:.0f} MiB;"
-            f" CPU UI {r['ui_cpu']:.0%}, ingest child {r['child_cpu']:.0%}{ingest}")
+            f" CPU UI {r['ui_cpu']:.0%}, ingest child {r['child_cpu']:.0%}, fake hub {r['hub_cpu']:.0%}{ingest}")
 
 
 def main() -> None:
@@ -232,7 +232,7 @@ def main() -> None:
               f"  [p99 target ≤ {LAG_TARGET_MS:g} ms: {'met' if p99 <= LAG_TARGET_MS else 'MISSED'}]")
         print(f"{'':>15}UI CPU {s('ui_cpu_ms_per_tick')} ms/tick; view taken in {s('take_ms_p50')} ms;"
               f" RSS UI {s('rss_mib', '{:.0f}')} MiB, ingest child {s('child_rss_mib', '{:.0f}')} MiB;"
-              f" ingest child CPU {s('child_cpu', '{:.2f}')} of a core")
+              f" CPU (of a core): ingest child {s('child_cpu', '{:.2f}')}, fake hub {s('hub_cpu', '{:.2f}')}")
         if not args.idle:
             print(f"{'':>15}dropped {s('dropped', '{:.0f}')} of {s('sent', '{:,.0f}')} beats sent;"
                   f" not healthy at the marker {s('not_healthy', '{:.0f}')}")
