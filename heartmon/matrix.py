@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from heartmon.fleet import Fleet, worker_log
 from heartmon.hub import Hub
+from heartmon.polling import PollTimeout, until
 from heartmon.probes import ProbeRegistry
 from heartmon.protocol import ISOLATIONS, Message, WorkerBeat, WorkerProbeFinished
 
@@ -93,14 +94,6 @@ class _Recorder:
         return max(b - a for a, b in zip(points, points[1:]))
 
 
-async def _until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise MatrixError(f"timed out after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def run_matrix(
     registry: ProbeRegistry,
     duration_s: float,
@@ -121,19 +114,19 @@ async def run_matrix(
                 for iso, name in names.items():
                     fleet.spawn(iso, name)
                 progress(f"starting {len(names)} workers (one per isolation mode)…")
-                await _until(lambda: all(len(recorder.beats[n]) >= 3 for n in names.values()),
-                             JOIN_TIMEOUT_S, "the workers to connect and beat")
+                await until(lambda: all(len(recorder.beats[n]) >= 3 for n in names.values()),
+                            JOIN_TIMEOUT_S, "the workers to connect and beat")
                 probes = registry.names()
                 for index, probe in enumerate(probes, 1):
                     progress(f"[{index}/{len(probes)}] {probe}: {duration_s:g} s in all three workers…")
                     start = time.time()
                     sent = await asyncio.gather(*(hub.inject(n, probe, duration_s) for n in names.values()))
                     ids = [s["id"] for s in sent]
-                    await _until(lambda: all(i in recorder.finished for i in ids),
-                                 duration_s * 3 + 10, f"{probe} to finish")
+                    await until(lambda: all(i in recorder.finished for i in ids),
+                                duration_s * 3 + 10, f"{probe} to finish")
                     ends = {s["worker"]: recorder.finished[s["id"]] for s in sent}
-                    await _until(lambda: all(recorder.max_gap(w, start, e) is not None for w, e in ends.items()),
-                                 10, "the first beats after the probe")
+                    await until(lambda: all(recorder.max_gap(w, start, e) is not None for w, e in ends.items()),
+                                10, "the first beats after the probe")
                     row = []
                     for iso, name in names.items():
                         gap = recorder.max_gap(name, start, ends[name]) or 0.0
@@ -142,6 +135,8 @@ async def run_matrix(
                         row.append(f"{iso} {cell.max_gap_ms:.0f} ms {'STARVED' if cell.starved else 'ok'}")
                     progress(f"[{index}/{len(probes)}] {probe}: " + " · ".join(row))
                     await asyncio.sleep(SETTLE_S)
+            except PollTimeout as exc:
+                raise MatrixError(str(exc)) from None
             finally:
                 await asyncio.to_thread(fleet.stop)
     return Matrix(interval_ms, duration_s, starved_after_s * 1000, cells)

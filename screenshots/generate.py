@@ -10,11 +10,11 @@ edit the SVGs by hand: run this again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 from heartmon.config import Settings
 from heartmon.mock import EmbeddedMock
+from heartmon.polling import until
 from heartmon.monitor_process import MonitorProcess
 from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
@@ -22,14 +22,6 @@ from heartmon.view import RowView
 
 HERE = Path(__file__).parent
 SIZE = (130, 34)
-
-
-async def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"screenshots: timed out waiting for {what}")
 
 
 async def main() -> None:
@@ -45,21 +37,21 @@ async def main() -> None:
 
         with feed:
             async with app.run_test(size=SIZE) as pilot:
-                await _until(lambda: len(app.view.rows) == 6
+                await until(lambda: len(app.view.rows) == 6
                              and all(r.state == "healthy" and r.p99_s is not None for r in app.view.rows),
-                             "a healthy fleet")
+                            30, "a healthy fleet")
                 await pilot.pause(10.5)  # a full heartbeat strip
                 app.save_screenshot("healthy.svg", str(HERE))
 
                 await app.inject("worker:none-1", "gil-hold", 5)
                 await app.inject("worker:process-1", "gil-hold", 5)
-                await _until(lambda: state("none-1") == "starved" and state("process-1") == "busy",
-                             "none-1 starved and process-1 busy")
+                await until(lambda: state("none-1") == "starved" and state("process-1") == "busy",
+                            30, "none-1 starved and process-1 busy")
                 await pilot.pause(1.0)
                 app.save_screenshot("starving.svg", str(HERE))
 
-                await _until(lambda: state("none-1") == "healthy" and row("none-1").episodes,
-                             "none-1 to recover")
+                await until(lambda: state("none-1") == "healthy" and row("none-1").episodes,
+                            30, "none-1 to recover")
                 await pilot.press("s")  # by name: none-1 under the cursor
                 await pilot.press("enter")
                 await pilot.pause(1.0)

@@ -40,18 +40,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.05):
-    """Polls for a condition a user would check; generous timeouts, never a bare sleep."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every_s)
-
-
 def _gone(proc: psutil.Process) -> bool:
     # A zombie has exited; whether its new parent reaps it is not ours to wait for.
     try:

@@ -1,7 +1,6 @@
 """The monitor's engine in its own process: the UI is fed through it, a crash of either
 side is said in one line, and no process outlives the one that started it."""
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import psutil
 
 from heartmon.commands import HubClient
 from heartmon.config import Settings
+from heartmon.polling import until
 from heartmon.monitor_process import MonitorProcess
 from heartmon.tui.app import HeartmonApp
 from tests.harness import wait_gone, wait_until
@@ -20,24 +20,16 @@ def _ingest_children(pid: int) -> list[psutil.Process]:
             if "heartmon.monitor_process" in " ".join(p.cmdline())]
 
 
-async def _until(predicate, what: str, timeout_s: float = 20.0):
-    for _ in range(int(timeout_s / 0.05)):
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
 async def test_a_dead_ingest_process_is_said_in_one_line_in_the_header(launch):
     hub = launch("mock", "--port", "0", "--interval-ms", "100", "--workers", "thread:1")
     feed = MonitorProcess(Settings(), [hub.url])
     app = HeartmonApp(feed, HubClient())
     with feed:
         async with app.run_test(size=(130, 34)) as pilot:
-            await _until(lambda: len(app.view.rows) == 1, "the worker, through the ingest process")
+            await until(lambda: len(app.view.rows) == 1, 20, "the worker, through the ingest process")
             (child,) = _ingest_children(psutil.Process().pid)
             child.kill()
-            await _until(lambda: app.view.crashed, "the app to notice")
+            await until(lambda: app.view.crashed, 20, "the app to notice")
             await pilot.pause()
             header = str(app.query_one("#sources").render())
     assert "ingest stopped: the ingest process exited (code -9)" in header

@@ -1,11 +1,11 @@
 """The bindings, driven with Textual's Pilot: on the scripted fleet, and one inject
 through the dialog to a real hub that reaches a real worker."""
 
-import asyncio
 
 import httpx
 
 from heartmon.config import Settings
+from heartmon.polling import until
 from heartmon.monitor_process import MonitorProcess
 from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
@@ -101,15 +101,6 @@ async def test_the_command_palette_knows_the_actions():
         assert app.sort == "name"
 
 
-async def _until(predicate, what: str, timeout_s: float = 20.0):
-    """Polls without blocking the app's loop; generous, as a person would wait."""
-    for _ in range(int(timeout_s / 0.05)):
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-
-
 async def test_an_inject_from_the_dialog_reaches_a_real_worker(launch):
     hub = launch("mock", "--port", "0", "--interval-ms", "50", "--workers", "thread:1,process:1")
     with httpx.Client(base_url=hub.http, timeout=10) as client:
@@ -118,14 +109,14 @@ async def test_an_inject_from_the_dialog_reaches_a_real_worker(launch):
     app = HeartmonApp(feed, HubClient())
     with feed:
         async with app.run_test(size=(130, 34)) as pilot:
-            await _until(lambda: len(app.view.rows) == 2, "the monitor to see both workers")
+            await until(lambda: len(app.view.rows) == 2, 20, "the monitor to see both workers")
             await pilot.press("s")  # by name: process-1 first, under the cursor
             await pilot.press("i")
-            await _until(lambda: app.screen.query_one("#inject-probes").option_count, "the hub's probe list")
+            await until(lambda: app.screen.query_one("#inject-probes").option_count, 20, "the hub's probe list")
             await pilot.press("enter")  # the first probe, busy-python, for 5 s, into process-1
-            await _until(lambda: not isinstance(app.screen, InjectScreen), "the dialog to close on the hub's 202")
+            await until(lambda: not isinstance(app.screen, InjectScreen), 20, "the dialog to close on the hub's 202")
             (toast,) = app._notifications
             assert toast.title == "injected" and toast.message.startswith("202: busy-python for 5 s into process-1")
             await pilot.press("enter")  # the details of process-1 show the run the worker reported
-            runs = await _until(lambda: app.view.detail and app.view.detail.probes, "the worker to report the probe")
+            runs = await until(lambda: app.view.detail and app.view.detail.probes, 20, "the worker to report the probe")
             assert runs[-1].probe == "busy-python"  # it really ran there
