@@ -25,8 +25,11 @@ import httpx
 import psutil
 from websockets.sync.client import ClientConnection, connect
 
+from heartmon.polling import wait_until
 from heartmon.stopping import stop_processes
 from heartmon.urls import auth_headers
+
+__all__ = ["wait_until"]  # the tests wait with heartmon's own helper
 
 HEARTMON = [sys.executable, "-m", "heartmon"]
 CLEANUP_GRACE_S = 15.0
