@@ -9,9 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
-from heartmon.probes.base import Probe
+from heartmon.probes.base import Probe, ProbeError
 
 GROUP = "heartmon.probes"
+
+
+class UnknownProbeError(ProbeError, KeyError):
+    """A probe name the registry does not know: a ProbeError, like every other reason a
+    probe cannot run, so a worker reports it as one. Still a KeyError (a lookup that
+    failed) for callers that already catch that."""
+
+    __str__ = Exception.__str__  # the message itself, not KeyError's repr of it
 
 
 @dataclass(frozen=True)
@@ -24,10 +32,11 @@ class ProbeRegistry:
         return sorted(self.probes)
 
     def get(self, name: str) -> type[Probe]:
+        """The probe called ``name``; an UnknownProbeError that lists the known ones."""
         try:
             return self.probes[name]
         except KeyError:
-            raise KeyError(f"unknown probe {name!r}; known probes: {', '.join(self.names())}") from None
+            raise UnknownProbeError(f"unknown probe {name!r}; known probes: {', '.join(self.names()) or 'none'}") from None
 
     def describe(self) -> list[dict[str, str]]:
         return [

@@ -103,3 +103,9 @@ def test_a_fleet_spec_past_the_limit_is_refused_with_the_limit():
         parse_fleet_spec("none:99999")
     with pytest.raises(FleetSpecError, match=f"at most {MAX_WORKERS}"):
         parse_fleet_spec(f"none:{MAX_WORKERS},thread:1")
+
+
+def test_an_unknown_probe_is_a_probe_error_that_lists_the_known_ones():
+    with pytest.raises(ProbeError) as raised:
+        load_registry().get("nope")
+    assert re.fullmatch(r"unknown probe 'nope'; known probes: .*gil-hold.*", str(raised.value))
