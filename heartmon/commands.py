@@ -5,6 +5,7 @@ swapped (httpx's MockTransport in tests). The monitor's inject dialog and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -38,8 +39,11 @@ class HubClient:
         return response.json()
 
     async def inject(self, hub: str, target: str, probe: str, duration_s: float) -> Answer:
+        """Asks the hub to run ``probe`` on ``target`` (a worker's name, or ``any``). The name
+        is escaped into one path segment: a '/', '?' or '#' in it must reach the hub as part
+        of the name, not become another path, a query or a fragment."""
         try:
-            response = await self.client.post(f"{hub_http(hub)}/api/workers/{target}/inject",
+            response = await self.client.post(f"{hub_http(hub)}/api/workers/{quote(target, safe='')}/inject",
                                               params={"probe": probe, "duration_s": duration_s})
         except httpx.HTTPError as exc:
             return Answer(False, f"{target}: cannot reach the hub at {hub}: {exc}")

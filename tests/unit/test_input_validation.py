@@ -109,3 +109,26 @@ def test_an_unknown_probe_is_a_probe_error_that_lists_the_known_ones():
     with pytest.raises(ProbeError) as raised:
         load_registry().get("nope")
     assert re.fullmatch(r"unknown probe 'nope'; known probes: .*gil-hold.*", str(raised.value))
+
+
+@pytest.mark.parametrize(
+    ("worker", "path"),
+    [
+        ("a/b", "/api/workers/a%2Fb/inject"),
+        ("none-1?probe=x", "/api/workers/none-1%3Fprobe%3Dx/inject"),
+        ("my worker#1", "/api/workers/my%20worker%231/inject"),
+    ],
+)
+async def test_inject_escapes_the_worker_name_in_the_path(worker, path):
+    seen: list[httpx.Request] = []
+
+    def hub(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404, json={"message": "no such worker"})
+
+    client = HubClient(transport=httpx.MockTransport(hub))
+    try:
+        await client.inject("ws://hub.test:8787", worker, "gil-hold", 1.0)
+    finally:
+        await client.aclose()
+    assert seen[0].url.raw_path.decode() == f"{path}?probe=gil-hold&duration_s=1.0"
