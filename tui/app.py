@@ -32,6 +32,9 @@ from heartmon.view import FleetView, ViewRequest
 
 LAG_SAMPLE_S = 0.05
 LOG_LINES = 500
+LOG_PER_VIEW = 50
+"""A whole fleet going silent at once is a thousand entries; writing them all would
+stall the screen for a fifth of a second, so a view writes its newest ones."""
 _LINK = {"connected": ("●", "green"), "connecting": ("◌", "yellow"), "retrying": ("✕", "red")}
 
 
@@ -133,9 +136,12 @@ class HeartmonApp(App):
         table.show(view)
         log = self.query_one("#events", RichLog)
         first = view.logged - len(view.entries)  # the number of the view's first entry
-        for number, entry in enumerate(view.entries, start=first + 1):
-            if number <= self._seen:
-                continue  # already written from an earlier view
+        fresh = view.entries[max(0, self._seen - first):]
+        if len(fresh) > LOG_PER_VIEW:
+            skipped = len(fresh) - LOG_PER_VIEW
+            log.write(Text(f"… {skipped} more entries at once, not shown: `heartmon events` has them all", "dim"))
+            fresh = fresh[skipped:]
+        for entry in fresh:
             style = STATE_STYLE[entry.to_state] if isinstance(entry, Transition) else "magenta"
             log.write(Text.assemble((clock_time(entry.at, view.wall) + " ", "dim"), (describe(entry), style)))
         self._seen = max(self._seen, view.logged)
@@ -153,7 +159,7 @@ class HeartmonApp(App):
             line.append(f"ingest stopped: {view.crashed}   ", style="bold red")
         ui_lag = self.ui_lags_ms[-1] if self.ui_lags_ms else 0.0
         line.append(f"monitor lag: ingest {view.ingest_lag_ms:.0f} ms, ui {ui_lag:.0f} ms", style="dim")
-        self.query_one("#sources", Static).update(line)
+        self.query_one("#sources", Static).update(line, layout=False)  # one line, whatever it says
 
     def _show_summary(self, view: FleetView) -> None:
         widget = self.query_one("#summary", Static)
@@ -181,7 +187,7 @@ class HeartmonApp(App):
         if self.paused:
             line.append(" · ")
             line.append(" PAUSED ", style="bold reverse")
-        widget.update(line)
+        widget.update(line, layout=False)
 
     def on_fleet_table_wants(self, message: FleetTable.Wants) -> None:
         self.ask()

@@ -9,6 +9,8 @@ rows now wanted; the table never sorts, counts or reads a tracker.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -79,7 +81,9 @@ class FleetTable(ScrollView, can_focus=True):
         worker when the order changes."""
         self.view = view
         self.show_source = len(view.sources) > 1
-        self.virtual_size = Size(fixed_width(layout(self.size.width)) + self.strip_width, view.matching + 1)
+        size = Size(fixed_width(layout(self.size.width)) + self.strip_width, view.matching + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
         if view.cursor != self.cursor:
             self.cursor = view.cursor
         else:
@@ -149,6 +153,7 @@ class FleetTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         scroll_x = int(self.scroll_x)
+        base = self.rich_style
         if y == 0:
             style = self.get_component_rich_style("fleet-table--header")
             title = " ".join(fit(COLUMNS, layout(width))) + " " + STRIP_TITLE
@@ -157,23 +162,27 @@ class FleetTable(ScrollView, can_focus=True):
             index = int(self.scroll_y) + y - 1
             row = self.view.row_at(index)
             if row is None:
-                return Strip.blank(width, self.rich_style)
-            strip = self._row_strip(row, index == self.cursor)
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+                return Strip.blank(width, base)
+            strip = self._row_strip(row, index == self.cursor, base)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
 
-    def _row_strip(self, row: RowView, cursor: bool) -> Strip:
+    def _row_strip(self, row: RowView, cursor: bool, base: Style) -> Strip:
+        """Formats the row's cells (cheap) and looks the strip up by what they say: a row
+        whose text did not change since the last view is not rendered again."""
         shown = layout(self.size.width)
-        key = (row, cursor, self.show_source, shown)
+        name = f"{row.name}@{_short(row.source)}" if self.show_source else None
+        fixed = tuple(fit(cells(row, name), shown))
+        key = (fixed, row.state, row.strip, row.strip_tail, cursor, base)
         strip = self._strips.get(key)
         if strip is None:
-            strip = self._strips[key] = self._format(row, cursor, shown)
+            strip = self._strips[key] = self._format(row, fixed, shown, cursor, base)
         return strip
 
-    def _format(self, row: RowView, cursor: bool, shown: tuple[int, ...]) -> Strip:
-        base = self.rich_style + (self.get_component_rich_style("fleet-table--cursor") if cursor else Style())
+    def _format(self, row: RowView, fixed: tuple[str, ...], shown: tuple[int, ...], cursor: bool,
+                base: Style) -> Strip:
+        if cursor:
+            base = base + self.get_component_rich_style("fleet-table--cursor")
         state_style = base + self.get_component_rich_style(f"fleet-table--{row.state}", partial=True)
-        name = f"{row.name}@{_short(row.source)}" if self.show_source else None
-        fixed = fit(cells(row, name), shown)
         at = shown.index(STATE_COLUMN)
         segments = [Segment(" ".join(fixed[:at]) + " ", base), Segment(fixed[at], state_style),
                     Segment(" " + " ".join(fixed[at + 1:]) + " ", base)]
@@ -184,21 +193,14 @@ class FleetTable(ScrollView, can_focus=True):
             for run, style in _runs(head, beats, quiet):
                 segments.append(Segment(run, style))
             if tail:
-                tail_style = base + self.get_component_rich_style(f"fleet-table--{row.state}", partial=True)
-                segments.append(Segment(tail, tail_style))
+                segments.append(Segment(tail, state_style if row.state != "healthy" else beats))
         return Strip(segments)
 
 
 def _runs(text: str, beat_style: Style, quiet_style: Style) -> list[tuple[str, Style]]:
     """Beat marks in one style, the columns without a beat in another, as few segments as can be."""
-    runs: list[tuple[str, Style]] = []
-    for char in text:
-        style = quiet_style if char == QUIET else beat_style
-        if runs and runs[-1][1] is style:
-            runs[-1] = (runs[-1][0] + char, style)
-        else:
-            runs.append((char, style))
-    return runs
+    return [("".join(run), quiet_style if quiet else beat_style)
+            for quiet, run in groupby(text, key=QUIET.__eq__)]
 
 
 def _short(source: str) -> str:
