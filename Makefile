@@ -17,6 +17,8 @@ run: $(STAMP)
 	$(BIN)/heartmon
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python tools/typecheck.py
 	$(BIN)/python -m pytest
 
 matrix: $(STAMP)
