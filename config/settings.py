@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -56,7 +57,8 @@ class MonitorSettings(BaseModel):
     http_interval_ms: int = Field(1000, gt=0, description="poll interval of HTTP health endpoints")
     http_timeout_ms: int = Field(2000, gt=0, description="an HTTP poll slower than this is a missed beat")
     evidence_ms: int = Field(500, gt=0, description="how often local worker pids are checked for life and CPU use")
-    busy_cpu_percent: float = Field(50.0, gt=0, le=100, description="a local pid above this CPU use is evidence of life")
+    busy_cpu_percent: float = Field(50.0, gt=0, le=100,
+                                    description="a local pid above this CPU use is evidence of life")
 
 
 class Settings(BaseSettings):
@@ -65,7 +67,8 @@ class Settings(BaseSettings):
     )
     token: str | None = Field(None, description="bearer token: required by a hub that has one, sent by clients")
     sources: list[str] = Field(default_factory=list,
-                               description="what the monitor watches: ws://HOST:PORT hubs, [NAME=]http(s)://… endpoints")
+                               description="what the monitor watches: "
+                                           "ws://HOST:PORT hubs, [NAME=]http(s)://… endpoints")
     hub: HubSettings = HubSettings()
     mock: MockSettings = MockSettings()
     monitor: MonitorSettings = MonitorSettings()
@@ -111,7 +114,7 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         _config_file.reset(reading)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "settings"
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and not isinstance(error["input"], dict):

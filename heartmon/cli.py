@@ -111,12 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[configured, detection],
                          help="the embedded mock fleet and the monitor on it (what bare 'heartmon' does)")
     watch = sub.add_parser("watch", parents=[configured, detection], help="the monitor, on hubs and HTTP endpoints")
-    hub = sub.add_parser("hub", parents=[configured, detection], help="run a hub alone, for workers started elsewhere")
-    mock = sub.add_parser("mock", parents=[configured, detection], help="run a hub and a fleet of real worker processes")
+    hub = sub.add_parser("hub", parents=[configured, detection],
+                         help="run a hub alone, for workers started elsewhere")
+    mock = sub.add_parser("mock", parents=[configured, detection],
+                          help="run a hub and a fleet of real worker processes")
     for server in (hub, mock):
         server.add_argument("--host", help="address to bind (default: 127.0.0.1)")
         server.add_argument("--port", type=int, help="port to bind, 0 for any free one (default: 8787)")
-        server.add_argument("--max-duration-s", type=_positive_float, help="longest probe the hub accepts (default: 60)")
+        server.add_argument("--max-duration-s", type=_positive_float,
+                            help="longest probe the hub accepts (default: 60)")
     for fleet in (run, mock):
         fleet.add_argument("--workers", help="MODE:COUNT,... (default: none:2,thread:2,process:2)")
         fleet.add_argument("--interval-ms", type=_positive_int, help="heartbeat interval (default: 100)")
@@ -136,7 +139,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="how long to wait for a healthy fleet (default: 3)")
     watch.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
     for command in (events, check, watch):
-        command.add_argument("--http-interval-ms", type=_positive_int, help="poll interval of HTTP sources (default: 1000)")
+        command.add_argument("--http-interval-ms", type=_positive_int,
+                             help="poll interval of HTTP sources (default: 1000)")
 
     worker = sub.add_parser("worker", parents=[configured], help="run one worker and connect it to a hub")
     worker.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
@@ -164,7 +168,7 @@ def _check_exposure(host: str, token: str | None) -> None:
     if token:
         return
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}  # IP text for AF_INET(6)
     except socket.gaierror as exc:
         raise UsageError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
     if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
@@ -179,6 +183,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
     async def guarded() -> None:
         task = asyncio.current_task()
+        assert task is not None  # asyncio.run runs this coroutine as a task
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -240,7 +245,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
 def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
     sources = args.sources or settings.sources
     if not sources:
-        raise UsageError("no sources: name a hub (ws://HOST:PORT) or endpoint (http://…), or set 'sources' in the config")
+        raise UsageError("no sources: name a hub (ws://HOST:PORT) or endpoint (http://…), "
+                         "or set 'sources' in the config")
     return sources
 
 
@@ -355,7 +361,7 @@ def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | N
     return 0
 
 
-HELLO_RULES = {
+HELLO_RULES: dict[str, TypeAdapter[Any]] = {
     "--name": TypeAdapter(WorkerName),
     "--interval-ms": TypeAdapter(Annotated[int, Hello.model_fields["interval_ms"]]),
 }

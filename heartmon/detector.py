@@ -60,7 +60,8 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     rule: Literal["fixed", "phi"] = Field("fixed", description="'fixed' multiples of the interval, or 'phi' accrual")
     late_after: float = Field(2.0, gt=0, description="silent this many intervals: late (fixed rule)")
-    starved_after: float = Field(5.0, gt=0, description="silent this many intervals: starved, or late with no evidence of life")
+    starved_after: float = Field(5.0, gt=0,
+                                 description="silent this many intervals: starved, or late with no evidence of life")
     dead_after: float = Field(10.0, gt=0, description="silent this many intervals with no evidence of life: dead")
     busy_after: float = Field(2.0, gt=0, description="main loop blocked this many intervals while beats arrive: busy")
     phi: PhiSettings = PhiSettings()
@@ -264,7 +265,7 @@ class Tracker:
         if state in SILENT:
             self.episodes += 1
             episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms)
-            after = "busy" if blocked else "healthy"
+            after: State = "busy" if blocked else "healthy"
             return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode)
         if blocked and state != "busy":
             return self._move(now, "busy", f"main loop blocked for {main_blocked_ms:.0f} ms")
@@ -351,7 +352,8 @@ class Tracker:
         silence = max(0.0, self.silence(now) - excused_s)
         late, suspected = self.suspicion(silence)
         if suspected and self.has_evidence_of_life:
-            return self._move(now, "starved", f"silent for {silence * 1000:.0f} ms, but alive ({self._alive_because()})",
+            return self._move(now, "starved",
+                              f"silent for {silence * 1000:.0f} ms, but alive ({self._alive_because()})",
                               silence_s=silence)
         if not self.has_evidence_of_life and silence >= self.thresholds.dead_after * self.interval_s:
             return self._move(now, "dead", f"silent for {silence * 1000:.0f} ms with no evidence of life",

@@ -180,6 +180,7 @@ class Hub:
         )
 
     async def _handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # set by the handshake, which precedes the handler
         path = unquote(urlsplit(ws.request.path).path)
         limit = RateLimit(self.max_frames_per_s, 2 * self.max_frames_per_s, self.clock())
         if path == "/connect":
@@ -308,7 +309,8 @@ class Hub:
                 response.headers["Allow"] = exc.allow
             return response
 
-    async def _route(self, ws: ServerConnection, method: str, path: str, query: dict[str, list[str]]) -> Response | None:
+    async def _route(self, ws: ServerConnection, method: str, path: str,
+                     query: dict[str, list[str]]) -> Response | None:
         parts = path.strip("/").split("/")
         if path in ("/connect", "/watch"):
             _allow(method, "GET")

@@ -10,7 +10,7 @@ and 0 for the others: an alert can page on ``starved`` lasting 30 s, and never o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,7 +26,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Gauges:
     """What the hub is, read at scrape time."""
 
-    workers: list[tuple[str, str, str]]
+    workers: Sequence[tuple[str, str, str]]
     """(worker, isolation, state) of each connected worker."""
     available: int
     watchers: int

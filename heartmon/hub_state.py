@@ -23,6 +23,7 @@ from heartmon.hub_metrics import HubMetrics
 from heartmon.protocol import (
     PROTOCOL_VERSION,
     Beat,
+    FromWorker,
     Hello,
     Inject,
     Message,
@@ -118,7 +119,7 @@ class HubState:
 
     # --- workers ------------------------------------------------------------------
 
-    def join(self, hello: Message, conn: object, now: float) -> Joined:
+    def join(self, hello: FromWorker, conn: object, now: float) -> Joined:
         """The first frame of a connection. Raises ProtocolError for anything but a
         hello this hub accepts."""
         if not isinstance(hello, Hello):
@@ -140,7 +141,7 @@ class HubState:
         publish.append(WorkerJoined(info=self.info(record)))
         return Joined(publish, old.conn if old is not None else None)
 
-    def message(self, record: WorkerRecord, message: Message, now: float) -> Message:
+    def message(self, record: WorkerRecord, message: FromWorker, now: float) -> Message:
         """A frame after the hello; returns what to publish to monitors."""
         name = record.name
         recv_at = self.wall(now)
@@ -182,7 +183,8 @@ class HubState:
         )
 
     def snapshot(self, now: float) -> Snapshot:
-        return Snapshot(v=PROTOCOL_VERSION, sent_at=self.wall(now), workers=[self.info(r) for r in self.records.values()])
+        return Snapshot(v=PROTOCOL_VERSION, sent_at=self.wall(now),
+                        workers=[self.info(r) for r in self.records.values()])
 
     def available(self, now: float) -> list[WorkerRecord]:
         """Connected workers the detector calls healthy or busy, judged now: the
@@ -201,7 +203,8 @@ class HubState:
                      params: dict | None = None) -> Routed:
         """Chooses the worker for an inject and records it as pending there."""
         if not (math.isfinite(duration_s) and 0 < duration_s <= self.max_duration_s):
-            raise BadInject("bad_duration", f"duration_s must be > 0 and <= {self.max_duration_s:g}, not {duration_s:g}")
+            raise BadInject("bad_duration",
+                            f"duration_s must be > 0 and <= {self.max_duration_s:g}, not {duration_s:g}")
         if target == "any":
             known = sorted(set(self.probes) | {p for r in self.records.values() for p in r.hello.probes})
             _check_probe(probe, known)
@@ -214,8 +217,8 @@ class HubState:
         else:
             found = self.records.get(target)
             if found is None:
-                raise UnknownWorker("unknown_worker",
-                                    f"unknown worker {target!r}; connected: {', '.join(sorted(self.records)) or 'none'}")
+                connected = ", ".join(sorted(self.records)) or "none"
+                raise UnknownWorker("unknown_worker", f"unknown worker {target!r}; connected: {connected}")
             record = found
             _check_probe(probe, record.hello.probes)
         if len(record.pending) >= self.max_pending:

@@ -91,7 +91,7 @@ class _Recorder:
         if not after:
             return None
         points = before + during + after
-        return max(b - a for a, b in zip(points, points[1:]))
+        return max(b - a for a, b in zip(points, points[1:], strict=False))  # neighbours: one pair fewer
 
 
 async def run_matrix(
@@ -122,10 +122,12 @@ async def run_matrix(
                     start = time.time()
                     sent = await asyncio.gather(*(hub.inject(n, probe, duration_s) for n in names.values()))
                     ids = [s["id"] for s in sent]
-                    await until(lambda: all(i in recorder.finished for i in ids),
+                    # The lambdas below are awaited within this iteration, so they see its own values.
+                    await until(lambda: all(i in recorder.finished for i in ids),  # noqa: B023
                                 duration_s * 3 + 10, f"{probe} to finish")
                     ends = {s["worker"]: recorder.finished[s["id"]] for s in sent}
-                    await until(lambda: all(recorder.max_gap(w, start, e) is not None for w, e in ends.items()),
+                    await until(lambda: all(recorder.max_gap(w, start, e) is not None  # noqa: B023
+                                            for w, e in ends.items()),  # noqa: B023
                                 10, "the first beats after the probe")
                     row = []
                     for iso, name in names.items():

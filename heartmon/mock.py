@@ -96,6 +96,7 @@ class EmbeddedMock:
             env={**self.env, "HEARTMON_DIE_WITH": str(os.getpid())},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors, text=True,
         )
+        assert self.proc.stdout is not None  # stdout=PIPE
         line = self.proc.stdout.readline()  # the first line is the address, or EOF on failure
         if not line.startswith("hub listening on "):
             self._stop()

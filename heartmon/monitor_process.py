@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heartmon.config import Settings
 from heartmon.lifeline import die_with_parent
@@ -34,8 +34,17 @@ from heartmon.sources import parse_source
 from heartmon.stopping import stop_processes
 from heartmon.view import FleetView, ViewRequest
 
+if TYPE_CHECKING:
+    import httpx
+
 _HEADER = struct.Struct("!I")
 STOP_GRACE_S = 0.3
+
+
+def _no_client() -> httpx.AsyncClient:
+    """The client of a source parsed only to check its SOURCE string: that source never
+    runs (the child builds its own), so it never asks for one."""
+    raise RuntimeError("a source parsed in the UI process is never run")
 
 
 def _frame(value: Any) -> bytes:
@@ -69,7 +78,7 @@ class MonitorProcess:
     def __init__(self, settings: Settings, sources: list[str]) -> None:
         m = settings.monitor
         for spec in sources:  # a bad SOURCE is the user's error: say so here, not in the child
-            parse_source(spec, settings.token, m.http_interval_ms / 1000, m.http_timeout_ms / 1000, lambda: None)
+            parse_source(spec, settings.token, m.http_interval_ms / 1000, m.http_timeout_ms / 1000, _no_client)
         self.settings, self.source_specs = settings, sources
         self._subscribers: list[Callable[[FleetView], None]] = []
         self._frames = _Frames()

@@ -160,12 +160,14 @@ class WorkerProbeFinished(Message):
     recv_at: float
 
 
-WorkerFrame = Annotated[Hello | Beat | ProbeStarted | ProbeFinished, Field(discriminator="type")]
-HubToWorkerFrame = Annotated[Inject | Error, Field(discriminator="type")]
-MonitorFrame = Annotated[
-    Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error,
-    Field(discriminator="type"),
-]
+FromWorker = Hello | Beat | ProbeStarted | ProbeFinished
+"""What a worker may send: a hello first, then the rest."""
+ToWorker = Inject | Error
+ToMonitor = Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error
+
+WorkerFrame = Annotated[FromWorker, Field(discriminator="type")]
+HubToWorkerFrame = Annotated[ToWorker, Field(discriminator="type")]
+MonitorFrame = Annotated[ToMonitor, Field(discriminator="type")]
 
 _WORKER = TypeAdapter(WorkerFrame)
 _TO_WORKER = TypeAdapter(HubToWorkerFrame)
@@ -212,24 +214,25 @@ def _explain(exc: ValidationError) -> ProtocolError:
     if kind == "union_tag_not_found":
         return ProtocolError("malformed_frame", "a frame needs a 'type' field")
     if kind == "union_tag_invalid":
-        expected = first["ctx"]["expected_tags"]
-        return ProtocolError("unknown_type", f"unknown message type {first['ctx']['tag']!r}; expected one of {expected}")
+        tag, expected = first["ctx"]["tag"], first["ctx"]["expected_tags"]
+        return ProtocolError("unknown_type", f"unknown message type {tag!r}; expected one of {expected}")
     where = ".".join(str(part) for part in loc)
     return ProtocolError("invalid_field", f"{where}: {first['msg']}")
 
 
-def decode_from_worker(frame: str | bytes) -> Hello | Beat | ProbeStarted | ProbeFinished:
+def decode_from_worker(frame: str | bytes) -> FromWorker:
     return _decode(_WORKER, frame)
 
 
-def decode_to_worker(frame: str | bytes) -> Inject | Error:
+def decode_to_worker(frame: str | bytes) -> ToWorker:
     return _decode(_TO_WORKER, frame)
 
 
-def decode_to_monitor(frame: str | bytes) -> Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error:
+def decode_to_monitor(frame: str | bytes) -> ToMonitor:
     return _decode(_MONITOR, frame, MAX_MONITOR_FRAME_BYTES)
 
 
 def check_version(hello: Hello) -> None:
     if hello.v != PROTOCOL_VERSION:
-        raise ProtocolError("unsupported_version", f"protocol version {hello.v} is not supported; this hub speaks v{PROTOCOL_VERSION}")
+        raise ProtocolError("unsupported_version",
+                            f"protocol version {hello.v} is not supported; this hub speaks v{PROTOCOL_VERSION}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from heartmon.detector import Transition
 from heartmon.fleet_state import LogEntry
@@ -24,12 +24,14 @@ def describe(entry: LogEntry) -> str:
     return line
 
 
-def as_json(entry: LogEntry, wall: Wall) -> dict:
-    ts = datetime.fromtimestamp(wall(entry.at), timezone.utc).isoformat(timespec="milliseconds")
+def as_json(entry: LogEntry, wall: Wall) -> dict[str, object]:
+    ts = datetime.fromtimestamp(wall(entry.at), UTC).isoformat(timespec="milliseconds")
     if not isinstance(entry, Transition):
         return {"ts": ts, "event": "monitor_stalled", "worker": None, "stall_ms": round(entry.length_s * 1000, 1)}
-    record = {"ts": ts, "event": "recovered" if entry.episode else "transition", "worker": entry.worker,
-              "source": entry.source, "from": entry.from_state, "to": entry.to_state, "reason": entry.reason}
+    record: dict[str, object] = {
+        "ts": ts, "event": "recovered" if entry.episode else "transition", "worker": entry.worker,
+        "source": entry.source, "from": entry.from_state, "to": entry.to_state, "reason": entry.reason,
+    }
     if entry.episode:
         e = entry.episode
         record.update(episode_ms=round(e.length_s * 1000, 1), missed=e.missed, probe=e.probe,

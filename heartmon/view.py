@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from heartmon.detector import AVAILABLE, STATES, Key, State, Tracker
+from heartmon.detector import AVAILABLE, STATES, Key, State, Tracker, Transition
 from heartmon.fleet_state import FleetState, LogEntry, ProbeRun
 
 SORTS = ("worst first", "name", "max gap", "missed")
@@ -154,7 +154,7 @@ def matches(tracker: Tracker, needle: str) -> bool:
     return needle in f"{tracker.name} {tracker.isolation or 'http'} {tracker.state} {tracker.source}".lower()
 
 
-_KEYS: dict[str, Callable[[Tracker], object]] = {
+_KEYS: dict[str, Callable[[Tracker], tuple[float | str, ...]]] = {
     "worst first": lambda t: (WORST_FIRST[t.state], t.name, t.source),
     "name": lambda t: (t.name, t.source),
     "max gap": lambda t: (-t.gaps.max, t.name, t.source),
@@ -194,8 +194,8 @@ class Viewer:
         start = max(0, request.offset)
         rows = tuple(row(t, now, request.strip_width) for t in order[start:start + max(0, request.height)])
         detail = None
-        if request.detail is not None and (tracker := fleet.trackers.get(request.detail)) is not None:
-            detail = detail_of(fleet, tracker, now, request.strip_width)
+        if request.detail is not None and (shown := fleet.trackers.get(request.detail)) is not None:
+            detail = detail_of(fleet, shown, now, request.strip_width)
         counts = fleet.counts()
         return FleetView(
             at=now, wall_offset=wall_offset, counts=counts,
@@ -255,7 +255,7 @@ def detail_of(fleet: FleetState, t: Tracker, now: float, strip_width: int = 0) -
     for gap in window:
         ratio = gap / t.interval_s
         distribution[next(i for i, (upper, _) in enumerate(BUCKETS) if ratio < upper)] += 1
-    entries = [e for e in fleet.log if getattr(e, "worker", None) == t.name and getattr(e, "source", None) == t.source
+    entries = [e for e in fleet.log if isinstance(e, Transition) and e.worker == t.name and e.source == t.source
                and (e.episode or e.to_state in ("late", "starved", "dead", "unknown"))]
     return DetailView(
         row=row(t, now, strip_width), pid=t.pid, host=t.host,

@@ -102,7 +102,7 @@ def _collect_garbage(objects: int) -> float:
         # A cycle of fresh containers built in C (no bytecode runs, so the GIL is
         # not handed over); then a full collection finds, clears and frees them
         # all while it holds the GIL.
-        heap = list(map(list, repeat((), objects)))
+        heap: list[object] = list(map(list, repeat((), objects)))
         heap.append(heap)
         del heap
         gc.collect()

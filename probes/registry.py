@@ -36,7 +36,8 @@ class ProbeRegistry:
         try:
             return self.probes[name]
         except KeyError:
-            raise UnknownProbeError(f"unknown probe {name!r}; known probes: {', '.join(self.names()) or 'none'}") from None
+            known = ", ".join(self.names()) or "none"
+            raise UnknownProbeError(f"unknown probe {name!r}; known probes: {known}") from None
 
     def describe(self) -> list[dict[str, str]]:
         return [

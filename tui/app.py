@@ -290,5 +290,6 @@ class HeartmonApp(App):
             key = self.query_one(FleetTable).selected
             name = target.removeprefix("worker:")
             source = key[0] if key is not None and key[1] == name else None
-            sends = [(self.hub_for((source, name)) if source else hubs[0], name)]
+            # hub_for's rule (the worker's own hub, else the first), with the hubs known to exist here
+            sends = [(source if source in hubs else hubs[0], name)]
         return [await self.hub_client.inject(hub, name, probe, duration_s) for hub, name in sends]

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from heartmon.detector import Key, Transition
+from heartmon.detector import Key
 from heartmon.fleet_state import ProbeRun
 from heartmon.protocol import ISOLATIONS
 from heartmon.report import clock_time, describe
@@ -29,7 +29,7 @@ class OfHeartmon:
 
     @property
     def heartmon(self) -> HeartmonApp:
-        return self.app  # type: ignore[attr-defined, return-value]
+        return self.app  # type: ignore[attr-defined]  # a mixin: the Screen it is mixed into has .app
 
 
 class DetailScreen(OfHeartmon, Screen):
@@ -99,7 +99,7 @@ def _probes(runs: tuple[ProbeRun, ...], view: FleetView) -> Text:
 def _distribution(counts: tuple[int, ...], window: int) -> Text:
     text = Text(f"gap distribution ({window} gaps, × interval)\n", style="bold")
     top = max(counts, default=0) or 1
-    for (_, label), count in zip(BUCKETS, counts):
+    for (_, label), count in zip(BUCKETS, counts, strict=True):  # a count per bucket (view.detail_of)
         bar = "█" * round(20 * count / top)
         style = "red" if "starved" in label else "yellow" if "late" in label else "green"
         text.append(f"{label:>13} ")

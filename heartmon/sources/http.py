@@ -17,7 +17,8 @@ class HttpSource:
 
     kind = "http"
 
-    def __init__(self, name: str, url: str, interval_s: float, timeout_s: float, client: Callable[[], httpx.AsyncClient]) -> None:
+    def __init__(self, name: str, url: str, interval_s: float, timeout_s: float,
+                 client: Callable[[], httpx.AsyncClient]) -> None:
         self.name, self.url = name, url
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.client = client

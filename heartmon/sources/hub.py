@@ -12,7 +12,6 @@ from heartmon.protocol import MAX_MONITOR_FRAME_BYTES, Error, ProtocolError, Sna
 from heartmon.sources import Ingest, Link, SourceStatus
 from heartmon.urls import auth_headers, hub_ws
 
-
 PING_S = 0.5
 """How long the monitor lets a hub be silent before it asks (a ping), and how long it
 then waits for any sign of it. Workers are never pinged: a starved worker's loop could
