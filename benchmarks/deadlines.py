@@ -30,7 +30,6 @@ import psutil
 from figures import machine, percentile, print_machine, spread
 
 from heartmon.config import Settings
-from heartmon.detector import Transition
 from heartmon.fleet_state import MonitorStall
 from heartmon.monitor import Monitor
 from heartmon.view import ViewRequest
@@ -98,7 +97,7 @@ def one_run(args: argparse.Namespace, seed: int) -> dict:
             while time.monotonic() < base.value + judged_by:
                 time.sleep(0.05)
                 collect()
-            cpu2, thread2, wall2 = time.process_time(), _thread_cpu("heartmon-ingest"), time.monotonic()
+            thread2, wall2 = _thread_cpu("heartmon-ingest"), time.monotonic()
             lag_ms = monitor.view(ViewRequest(height=0)).ingest_lag_ms
         finally:
             monitor.stop()
@@ -161,7 +160,8 @@ def main() -> None:
         for state in MULTIPLE:
             values = run["late_by"][state]
             figures = "  ".join(f"{label} {percentile(values, q):6.2f}" for label, q in QUANTILES)
-            print(f"  {state:8} ({MULTIPLE[state]:g}×) n={len(values):4}  {figures}  min {min(values, default=float('nan')):5.2f}"
+            lowest = min(values, default=float("nan"))
+            print(f"  {state:8} ({MULTIPLE[state]:g}×) n={len(values):4}  {figures}  min {lowest:5.2f}"
                   f"   not flagged: {run['missing'][state]}")
         print(f"  ingest thread CPU: {run['ingest_cpu_steady']:.1%} of a core all beating"
               f" ({args.workers * args.rate:,.0f} hub beats/s + {args.http * args.rate:,.0f} HTTP polls/s),"

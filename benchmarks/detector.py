@@ -89,7 +89,7 @@ def main() -> None:
     print_machine(f"detector: {args.workers} workers, {args.rounds} beats each, {args.runs} runs")
     for rule in ("fixed", "phi"):
         figures = [throughput(Thresholds(rule=rule), args.workers, args.rounds) for _ in range(args.runs)]
-        beats, judged, scans = zip(*figures)
+        beats, judged, scans = zip(*figures, strict=True)  # every run's figure is a triple
         print(f"detector ({rule:5}): beats {spread(list(beats), '{:,.0f}')}/s   deadline judgements"
               f" {spread(list(judged), '{:,.0f}')}/s   full scan {spread(list(scans), '{:,.0f}')} workers/s",
               flush=True)

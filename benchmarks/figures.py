@@ -37,4 +37,5 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     """'median (min–max, n)': how a figure is quoted across repeated rounds."""
     if not values:
         return "n/a"
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))}, n={len(values)})"
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return f"{fmt.format(statistics.median(values))} ({low}–{high}, n={len(values)})"

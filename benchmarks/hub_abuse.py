@@ -47,7 +47,7 @@ class Gaps:
         parts = []
         for worker in WORKERS:
             times = [t for t in self.times[worker] if since <= t <= until]
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]  # neighbours: one pair fewer
             if not gaps:
                 parts.append(f"{worker} no beats")
                 continue

@@ -103,8 +103,9 @@ def _thread_cpu(name: str) -> float:
 
 def _pipeline(url: str, beats: int) -> tuple[float, float, int, int]:
     """(frames per second between the markers as the monitor took them, the ingest
-    thread's CPU seconds per frame, beats missed, times the stream was dropped). A dropped stream is replayed from the start on the
-    reconnect: the markers of the last, whole pass are the ones that count."""
+    thread's CPU seconds per frame, beats missed, times the stream was dropped). A dropped
+    stream is replayed from the start on the reconnect: the markers of the last, whole pass
+    are the ones that count."""
     monitor = Monitor(Settings(), [url])
     stamps: dict[str, float] = {}
     cpu: dict[str, float] = {}

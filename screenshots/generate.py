@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from heartmon.commands import HubClient
 from heartmon.config import Settings
 from heartmon.mock import EmbeddedMock
-from heartmon.polling import until
 from heartmon.monitor_process import MonitorProcess
+from heartmon.polling import until
 from heartmon.tui.app import HeartmonApp
-from heartmon.commands import HubClient
 from heartmon.view import RowView
 
 HERE = Path(__file__).parent
