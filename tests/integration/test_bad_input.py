@@ -30,7 +30,8 @@ def _error(ws) -> dict:
 
 
 def test_bad_frames_get_an_error_reply_and_the_connection_stays(fleet, client: httpx.Client):
-    before = {code: _rejected(client, code) for code in ("malformed_json", "unknown_type", "too_large", "hello_required")}
+    codes = ("malformed_json", "unknown_type", "too_large", "hello_required")
+    before = {code: _rejected(client, code) for code in codes}
     with watch(fleet.url) as monitor, connect(f"{fleet.url}/connect") as ws:
         ws.send("{not json")
         assert _error(ws)["code"] == "malformed_json"

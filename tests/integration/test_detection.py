@@ -49,7 +49,8 @@ def test_a_starved_worker_is_starved_while_silent_never_dead_then_recovers(fleet
         events.wait()
     lines = [json.loads(line) for line in out.splitlines()]
     none = [e for e in lines if e["worker"] == "none-1"]
-    assert [(e["from"], e["to"]) for e in none] == [("healthy", "late"), ("late", "starved"), ("starved", "healthy")], err
+    expected = [("healthy", "late"), ("late", "starved"), ("starved", "healthy")]
+    assert [(e["from"], e["to"]) for e in none] == expected, err
     recovered = none[2]
     assert all(e["to"] != "dead" for e in lines)
     assert recovered["event"] == "recovered" and recovered["probe"] == "gil-hold"

@@ -9,8 +9,8 @@ import psutil
 
 from heartmon.commands import HubClient
 from heartmon.config import Settings
-from heartmon.polling import until
 from heartmon.monitor_process import MonitorProcess
+from heartmon.polling import until
 from heartmon.tui.app import HeartmonApp
 from tests.harness import wait_gone, wait_until
 

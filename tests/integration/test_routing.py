@@ -23,7 +23,8 @@ def test_no_available_worker_while_the_only_worker_is_starved(launch):
         # Starved is not dead: the connection stays, and the worker comes back on its own.
         assert "none-1" in workers(client)
         wait_until(lambda: workers(client)["none-1"]["available"], 15, "the worker to recover")
-        assert client.post("/api/workers/any/inject", params={"probe": "sync-sleep", "duration_s": 0.1}).status_code == 202
+        accepted = client.post("/api/workers/any/inject", params={"probe": "sync-sleep", "duration_s": 0.1})
+        assert accepted.status_code == 202
         metrics = client.get("/metrics").text
         assert 'heartmon_injects_total{result="no_available_worker"} 1' in metrics
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from heartmon.commands import HubClient
 from heartmon.config import Settings
 from heartmon.monitor import Monitor
 from heartmon.protocol import (
@@ -17,7 +18,6 @@ from heartmon.protocol import (
 )
 from heartmon.tui.app import HeartmonApp
 from heartmon.view import ViewRequest
-from heartmon.commands import HubClient
 
 HUB = "ws://127.0.0.1:8787"
 START = 1000.0

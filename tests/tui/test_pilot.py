@@ -3,15 +3,15 @@ through the dialog to a real hub that reaches a real worker."""
 
 
 import httpx
+from textual.widgets import Select
 
-from heartmon.config import Settings
-from heartmon.polling import until
-from heartmon.monitor_process import MonitorProcess
-from heartmon.tui.app import HeartmonApp
 from heartmon.commands import HubClient
+from heartmon.config import Settings
+from heartmon.monitor_process import MonitorProcess
+from heartmon.polling import until
+from heartmon.tui.app import HeartmonApp
 from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
-from textual.widgets import Select
 from tests.harness import wait_until, workers
 from tests.tui import scripted
 

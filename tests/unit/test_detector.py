@@ -11,16 +11,16 @@ from heartmon.fleet_state import FleetState
 
 W = ("hub", "w")
 """A worker is (source, name)."""
-I = 0.1  # a 100 ms interval
+INTERVAL = 0.1  # a 100 ms interval
 FIXED = Thresholds()
 PHI = Thresholds(rule="phi")
 
 
 def tracker(thresholds=FIXED, connected=True) -> Tracker:
-    return Tracker("w", I, thresholds, joined_at=0.0, connected=connected)
+    return Tracker("w", INTERVAL, thresholds, joined_at=0.0, connected=connected)
 
 
-def beats(t: Tracker, start: float, end: float, every: float = I, seq0: int = 0):
+def beats(t: Tracker, start: float, end: float, every: float = INTERVAL, seq0: int = 0):
     changes, now, seq = [], start, seq0
     while now <= end + 1e-9:
         changes += t.beat(now, seq=seq)
@@ -32,7 +32,7 @@ def beats(t: Tracker, start: float, end: float, every: float = I, seq0: int = 0)
 def test_regular_beats_stay_healthy():
     t = tracker()
     assert beats(t, 0.1, 10.0) == []
-    assert t.state == "healthy" and t.gaps.max == pytest.approx(I)
+    assert t.state == "healthy" and t.gaps.max == pytest.approx(INTERVAL)
 
 
 def test_a_silent_connected_worker_goes_late_then_starved_never_dead():
@@ -85,7 +85,7 @@ def test_closed_connection_or_gone_process_is_dead_at_once_and_only_hello_revive
     assert t.disconnected(1.05, "connection lost")[0].to_state == "dead"
     assert t.beat(1.1, seq=11) == []  # a beat in flight changes nothing
     assert t.evaluate(5.0) == []
-    assert t.hello(6.0, I, connected=True)[0].to_state == "healthy"
+    assert t.hello(6.0, INTERVAL, connected=True)[0].to_state == "healthy"
     local = tracker(connected=None)
     assert local.evidence(0.5, alive=False, cpu_busy=False)[0].reason == "process gone"
     connected = tracker()  # an open connection outranks a pid that looks gone
@@ -94,9 +94,9 @@ def test_closed_connection_or_gone_process_is_dead_at_once_and_only_hello_revive
 
 def test_a_revived_worker_keeps_the_age_its_snapshot_gives():
     fleet = FleetState(FIXED)
-    fleet.join(0.0, W, I, connected=True)
+    fleet.join(0.0, W, INTERVAL, connected=True)
     fleet.left(1.0, W, "left while the monitor was disconnected")
-    fleet.join(5.0, W, I, connected=True, heard_at=2.0, seq=20)  # its last beat was 3 s ago
+    fleet.join(5.0, W, INTERVAL, connected=True, heard_at=2.0, seq=20)  # its last beat was 3 s ago
     assert fleet.evaluate(5.0)[-1].to_state == "starved"
 
 
@@ -112,9 +112,9 @@ def test_busy_is_on_time_beats_with_a_blocked_main_loop():
 
 def test_the_monitor_stalling_is_not_blamed_on_workers():
     fleet = FleetState(FIXED)
-    fleet.join(0.0, W, I, connected=True)
+    fleet.join(0.0, W, INTERVAL, connected=True)
     for i in range(1, 11):
-        fleet.beat(i * I, W, seq=i)
+        fleet.beat(i * INTERVAL, W, seq=i)
     fleet.monitor_stalled(1.0, 3.0)  # the monitor could not read for 2 s
     assert fleet.evaluate(3.05) == []
     assert fleet.evaluate(3.21)[0].to_state == "late"  # silence after the stall counts
@@ -124,7 +124,7 @@ def test_fleet_counts_pool_and_probe_history():
     fleet = FleetState(FIXED)
     a, b, c = (("hub", name) for name in "abc")
     for key in (a, b, c):
-        fleet.join(0.0, key, I, connected=True)
+        fleet.join(0.0, key, INTERVAL, connected=True)
     fleet.left(0.5, c, "connection lost")
     fleet.beat(0.1, a, seq=1)
     fleet.beat(0.1, b, seq=1, main_blocked_ms=900)
@@ -194,7 +194,7 @@ events = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(script=events, thresholds=rules, connected=st.sampled_from([True, None]))
 def test_episodes_never_overlap_and_dead_only_leaves_by_hello(script, thresholds, connected):
-    t = Tracker("w", I, thresholds, joined_at=0.0, connected=connected)
+    t = Tracker("w", INTERVAL, thresholds, joined_at=0.0, connected=connected)
     now, seq, in_episode = 0.0, 0, False
     for action, value in script:
         now += value if isinstance(value, float) else 0.01
@@ -206,7 +206,7 @@ def test_episodes_never_overlap_and_dead_only_leaves_by_hello(script, thresholds
         elif action == "left":
             changes = t.disconnected(now, "connection lost")
         elif action == "hello":
-            changes = t.hello(now, I, connected=connected)
+            changes = t.hello(now, INTERVAL, connected=connected)
         else:
             changes = t.evidence(now, alive=True, cpu_busy=value)
         for change in changes:

@@ -15,7 +15,7 @@ from heartmon.protocol import (
     decode_from_worker,
 )
 
-I = 0.1
+INTERVAL = 0.1
 
 
 def hello(name: str, instance: str | None = None, probes=("gil-hold", "sync-sleep")) -> Hello:
@@ -30,8 +30,8 @@ def state(**kwargs) -> HubState:
 def beats(hub: HubState, name: str, start: float, count: int) -> float:
     record = hub.records[name]
     for i in range(count):
-        hub.message(record, Beat(seq=i + 1, sent_at=0, loop_lag_ms=0), start + i * I)
-    return start + (count - 1) * I
+        hub.message(record, Beat(seq=i + 1, sent_at=0, loop_lag_ms=0), start + i * INTERVAL)
+    return start + (count - 1) * INTERVAL
 
 
 def test_a_join_publishes_the_worker_and_a_beat_its_wall_clock_time():
@@ -74,7 +74,8 @@ def test_routing_to_a_named_worker_and_every_refusal():
     hub.join(hello("a"), "conn-a", 0.0)
     beats(hub, "a", 0.1, 3)
     routed = hub.route_inject("a", "gil-hold", 2.0, 0.35, "id1")
-    assert (routed.conn, routed.worker, routed.command.probe, routed.command.duration_s) == ("conn-a", "a", "gil-hold", 2.0)
+    command = routed.command
+    assert (routed.conn, routed.worker, command.probe, command.duration_s) == ("conn-a", "a", "gil-hold", 2.0)
     with pytest.raises(UnknownWorker) as unknown:
         hub.route_inject("b", "gil-hold", 2.0, 0.35, "id2")
     assert unknown.value.status == 404 and "connected: a" in unknown.value.message

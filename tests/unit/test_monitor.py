@@ -60,7 +60,8 @@ def test_http_answers_are_beats_and_failures_missed_beats():
         recovery = [e for e in monitor.view(ViewRequest(height=0)).entries if getattr(e, "episode", None)][-1]
         assert recovery.episode.missed >= 2  # the failed polls are the missed beats
         endpoint.status = 0
-        wait_until(lambda: _row(monitor, "api").state == "dead", 5, "an unreachable endpoint to be dead (no evidence of life)")
+        wait_until(lambda: _row(monitor, "api").state == "dead", 5,
+                   "an unreachable endpoint to be dead (no evidence of life)")
         endpoint.status = 200
         wait_until(lambda: _row(monitor, "api").state == "healthy", 5, "an answer to revive it")
     assert endpoint.overlaps == 0
