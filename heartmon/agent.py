@@ -13,6 +13,11 @@ sees a busy worker as busy instead of losing it. Commands from the hub arrive on
 heartbeat side and reach the main loop by message passing, like Node worker threads;
 the main loop runs them synchronously, exactly as user code would.
 
+Nothing the main loop does, or fails to do, may stop the heartbeat: the heartbeat side
+never waits for the main loop. It hands it at most MAX_PENDING_INJECTS commands at a
+time and refuses the rest itself, and in process isolation every write between the two
+processes is buffered by the writer's event loop instead of blocking it.
+
 Usage::
 
     agent = Agent(AgentConfig(hub="ws://127.0.0.1:8787", name="w1", isolation="process"))
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import multiprocessing
 import os
@@ -30,11 +36,11 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import RawArray
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -68,6 +74,19 @@ TICK_S = 0.01
 _STAMP, _LAG = 0, 1
 """Slots of the shared array: the main loop's last stamp (monotonic s), its worst lag (ms)."""
 ACK_TIMEOUT_S = 1.0
+MAX_PENDING_INJECTS = 32
+"""Injects the main loop may hold at once, queued or running. The heartbeat side answers
+any beyond it with a probe_finished carrying an error, at once, instead of passing it
+on: a burst of commands must cost the worker a few refusals, never its heartbeat."""
+MAX_ERROR_CHARS = 1000
+"""A probe's exception is reported cut to this length, so that its report stays a small
+frame whatever the probe raised."""
+LINE_LIMIT = 4 * 1024 * 1024
+"""The longest line between a process worker and its heartbeat child: above any frame
+the agent's connection accepts from its hub (1 MiB) once re-encoded."""
+LOG_BACKLOG_BYTES = 1024 * 1024
+"""Log lines the heartbeat child holds for its parent at most; past it they are dropped
+rather than let a parent that reads nothing grow the child without bound."""
 
 
 @dataclass(frozen=True)
@@ -105,23 +124,51 @@ class Beater:
         deliver: Callable[[Inject], None],
         probes: list[str],
         pid: int | None = None,
+        instance: str | None = None,
     ) -> None:
         self.config = config
         self.pid = pid or os.getpid()
         """The worker's own pid (where user code runs), not the heartbeat child's."""
+        self.instance = instance
         self.shared = shared
         self.deliver = deliver
+        """Hands an inject to the main loop; it must return at once, whatever that loop does."""
         self.probes = probes
         self.isolated = config.isolation != "none"
         self.t0 = time.monotonic()
         self.seq = -1
         self.pending: deque[tuple[Message, concurrent.futures.Future | None]] = deque()
+        self.unfinished: Counter[str] = Counter()
+        """Injects handed to the main loop whose probe_finished has not come back, by id."""
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
     def enqueue(self, message: Message, sent: concurrent.futures.Future | None = None) -> None:
+        """Queues a report of the main loop for the hub; a probe_finished frees its slot."""
+        if isinstance(message, ProbeFinished) and self.unfinished[message.id] > 0:
+            self.unfinished[message.id] -= 1
+            if not self.unfinished[message.id]:
+                del self.unfinished[message.id]
+        self._queue(message, sent)
+
+    def _queue(self, message: Message, sent: concurrent.futures.Future | None = None) -> None:
         self.pending.append((message, sent))
         self.wake.set()
+
+    def take(self, inject: Inject) -> None:
+        """Passes an inject to the main loop, or refuses it here when the main loop already
+        holds MAX_PENDING_INJECTS: the refusal is a probe_finished with an error, so the
+        hub and its monitors hear about it as about any probe that failed."""
+        held = self.unfinished.total()
+        if held >= MAX_PENDING_INJECTS:
+            log.debug("%s: refused inject %s: %d pending", self.config.name, inject.id, held)
+            self._queue(ProbeFinished(
+                id=inject.id, elapsed_s=0.0,
+                error=f"refused: {held} injects already pending on this worker (at most {MAX_PENDING_INJECTS})",
+            ))
+            return
+        self.unfinished[inject.id] += 1
+        self.deliver(inject)
 
     def enqueue_threadsafe(self, message: Message) -> Awaitable[None]:
         """Hands a report to the heartbeat side; the awaitable resolves once it is sent."""
@@ -161,6 +208,7 @@ class Beater:
             interval_ms=self.config.interval_ms,
             agent=f"heartmon/{__version__}",
             probes=self.probes,
+            instance=self.instance,
         )
 
     async def _session(self, ws: ClientConnection) -> None:
@@ -182,7 +230,7 @@ class Beater:
         if isinstance(message, Error):
             log.warning("%s: hub says %s: %s", self.config.name, message.code, message.message)
         else:
-            self.deliver(message)
+            self.take(message)
 
     def _beat(self, now: float, lateness_s: float) -> Beat:
         lag_ms = self.shared[_LAG]
@@ -247,7 +295,7 @@ class ProbeRunner:
         try:
             self.registry.get(inject.probe)().run(inject.duration_s, **inject.params)
         except Exception as exc:  # a failing probe is reported, the worker goes on
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         elapsed = time.perf_counter() - start
         await self._reported(ProbeFinished(id=inject.id, elapsed_s=round(elapsed, 6), error=error))
 
@@ -258,6 +306,9 @@ class Agent:
     def __init__(self, config: AgentConfig, registry: ProbeRegistry | None = None) -> None:
         self.config = config
         self.registry = registry or load_registry()
+        self.instance = uuid.uuid4().hex
+        """Made once and sent in every hello, across reconnects and restarts of run(), so
+        that a hub can tell this agent coming back from another one taking its name."""
 
     async def run(self) -> None:
         shared = RawArray("d", 2)
@@ -269,9 +320,12 @@ class Agent:
         finally:
             watcher.cancel()
 
+    def _beater(self, shared, deliver: Callable[[Inject], None]) -> Beater:
+        return Beater(self.config, shared, deliver, self.registry.names(), instance=self.instance)
+
     async def _on_loop(self, shared) -> None:
         runner = ProbeRunner(self.registry, report=lambda m: beater.enqueue_threadsafe(m))
-        beater = Beater(self.config, shared, runner.submit, self.registry.names())
+        beater = self._beater(shared, runner.submit)
         await beater.run()
 
     async def _in_thread(self, shared) -> None:
@@ -280,7 +334,7 @@ class Agent:
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         async def beat_in_thread() -> None:
-            beater = Beater(self.config, shared, runner.submit_threadsafe, self.registry.names())
+            beater = self._beater(shared, runner.submit_threadsafe)
             task = asyncio.create_task(beater.run())
             started.set_result((beater, task))
             with suppress(asyncio.CancelledError):
@@ -303,70 +357,197 @@ class Agent:
             await asyncio.to_thread(thread.join, 2.0)
 
     async def _in_process(self, shared) -> None:
-        loop = asyncio.get_running_loop()
+        """The heartbeat child holds the connection and passes injects over a socket
+        pair; this loop runs them and passes its reports back. Both ends write through
+        their event loop's buffer, so neither ever blocks on the other: the child's loop
+        stays free to beat while ours is deep in a probe and reads nothing. A second
+        socket pair carries the child's log records to our logging, read by a thread so
+        that they come out even while our loop is blocked."""
         ctx = multiprocessing.get_context("spawn")
-        ours, theirs = ctx.Pipe()
+        ours, theirs = socket.socketpair()
+        log_in, log_out = socket.socketpair()
+        level = log.getEffectiveLevel()
+        try:
+            child = ctx.Process(
+                target=_beat_in_child,
+                args=(self.config, shared, theirs, log_out, level, os.getpid(), self.registry.names(), self.instance),
+                name=f"heartmon-heartbeat-{self.config.name}",
+                daemon=True,
+            )
+            child.start()
+        except BaseException:
+            for sock in (ours, log_in):
+                sock.close()
+            raise
+        finally:
+            theirs.close()
+            log_out.close()
+        relay = threading.Thread(target=relay_logs, args=(log_in,), name=f"heartmon-logs-{self.config.name}",
+                                 daemon=True)
+        relay.start()
+        channel = await Channel.open(ours)
 
         async def report(message: Message) -> None:
-            with suppress(OSError):  # the child is gone: we are ending anyway
-                ours.send_bytes(encode(message).encode())
+            await channel.send_flushed(message)
 
         runner = ProbeRunner(self.registry, report)
-        child = ctx.Process(
-            target=_beat_in_child,
-            args=(self.config, shared, theirs, os.getpid(), self.registry.names()),
-            name=f"heartmon-heartbeat-{self.config.name}",
-            daemon=True,
-        )
-        child.start()
-        theirs.close()
-        ended = loop.create_future()
-
-        def on_readable() -> None:
-            try:
-                runner.submit(decode_to_worker(ours.recv_bytes().decode()))
-            except (EOFError, OSError):
-                loop.remove_reader(ours.fileno())
-                if not ended.done():
-                    ended.set_result(None)
-
-        loop.add_reader(ours.fileno(), on_readable)
         try:
-            await ended  # the child only ends before us if it crashed
+            async for line in channel.lines():  # the child only ends before us if it crashed
+                try:
+                    message = decode_to_worker(line)
+                except ProtocolError as exc:
+                    log.warning("%s: bad message from the heartbeat process: %s", self.config.name, exc)
+                    continue
+                if isinstance(message, Inject):
+                    runner.submit(message)
         finally:
-            with suppress(ValueError, OSError):
-                loop.remove_reader(ours.fileno())
-            ours.close()  # the child sees EOF and leaves
+            channel.close()  # the child sees EOF and leaves
             await asyncio.to_thread(child.join, 2.0)
             if child.is_alive():
                 child.kill()
                 await asyncio.to_thread(child.join, 2.0)
+            await asyncio.to_thread(relay.join, 1.0)  # the child's last lines
 
 
-def _beat_in_child(config: AgentConfig, shared, conn: Connection, parent: int, probes: list[str]) -> None:
+class Channel:
+    """Messages between a process worker and its heartbeat child: one JSON frame a line
+    on a stream socket, both ends on an event loop.
+
+    ``send`` never blocks: what the socket cannot take now waits in the transport's
+    buffer until the peer reads. That is what keeps a heartbeat child beating while its
+    parent's loop runs probes and reads nothing, and what keeps two full socket buffers
+    from deadlocking two processes that each wait to write to the other. The buffer
+    stays small because the heartbeat side passes at most MAX_PENDING_INJECTS injects
+    at a time, and each one brings back two reports.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        # drain() then waits until everything is handed to the kernel, not merely
+        # until the buffer is below a high-water mark.
+        writer.transport.set_write_buffer_limits(high=0)
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Channel:
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
+        return cls(reader, writer)
+
+    def send(self, message: Message) -> None:
+        if not self.writer.is_closing():  # the peer is gone: we are ending anyway
+            self.writer.write(encode(message).encode() + b"\n")
+
+    async def send_flushed(self, message: Message) -> None:
+        """Sends and waits until the socket has the message, so that the peer gets it
+        even if this loop blocks right after (a report before the probe it announces)."""
+        self.send(message)
+        with suppress(ConnectionError):
+            await self.writer.drain()
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Every line the peer sends, until it closes its end or goes away."""
+        while True:
+            try:
+                line = await self.reader.readline()
+            except ValueError:  # over LINE_LIMIT: dropped, the next line is read
+                log.warning("dropped a message of over %d bytes between heartbeat and worker", LINE_LIMIT)
+                continue
+            except ConnectionError:
+                return
+            if not line.endswith(b"\n"):  # end of file, and any partial last line
+                return
+            yield line[:-1].decode(errors="replace")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
+                  "created", "msecs", "relativeCreated", "thread", "threadName", "processName", "process")
+
+
+class ForwardLogs(logging.Handler):
+    """In the heartbeat child: sends every log record to the parent, where the app's
+    own logging (its handlers, levels and format) prints it, as for the other
+    isolations. A spawned child inherits none of that configuration. Writes go through
+    the child's loop and never wait for the parent."""
+
+    def __init__(self, transport: asyncio.WriteTransport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.transport = transport
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {key: getattr(record, key) for key in _RECORD_FIELDS}
+            fields["msg"] = record.getMessage()
+            if record.exc_info:
+                fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            if record.stack_info:
+                fields["stack_info"] = record.stack_info
+            line = json.dumps(fields, default=str).encode() + b"\n"
+        except Exception:
+            self.handleError(record)
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._write(line)
+        else:
+            with suppress(RuntimeError):  # the loop is closed: the child is ending
+                self.loop.call_soon_threadsafe(self._write, line)
+
+    def _write(self, line: bytes) -> None:
+        # A closing transport warns on writes through asyncio's logger, which is us.
+        if not self.transport.is_closing() and self.transport.get_write_buffer_size() < LOG_BACKLOG_BYTES:
+            self.transport.write(line)
+
+
+def relay_logs(sock: socket.socket) -> None:
+    """In the worker, on a thread: logs each record its heartbeat child sends, until the
+    child is gone."""
+    with sock, sock.makefile("rb") as lines:
+        for line in lines:
+            try:
+                record = logging.makeLogRecord({**json.loads(line), "args": None, "exc_info": None})
+            except (ValueError, TypeError):
+                continue
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+
+
+def _beat_in_child(config: AgentConfig, shared, sock: socket.socket, log_sock: socket.socket, log_level: int,
+                   parent: int, probes: list[str], instance: str | None) -> None:
     """Entry point of the heartbeat process: it lives exactly as long as its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     die_with_parent(parent)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_child_main(config, shared, conn, probes, parent))
+    asyncio.run(_child_main(config, shared, sock, log_sock, log_level, probes, parent, instance))
 
 
-async def _child_main(config: AgentConfig, shared, conn: Connection, probes: list[str], parent: int) -> None:
+async def _child_main(config: AgentConfig, shared, sock: socket.socket, log_sock: socket.socket, log_level: int,
+                      probes: list[str], parent: int, instance: str | None) -> None:
     loop = asyncio.get_running_loop()
-
-    def deliver(inject: Inject) -> None:
-        conn.send_bytes(encode(inject).encode())
-
-    beater = Beater(config, shared, deliver, probes, pid=parent)
+    log_transport, _ = await loop.create_unix_connection(asyncio.Protocol, sock=log_sock)
+    root = logging.getLogger()
+    root.addHandler(ForwardLogs(log_transport, loop))
+    root.setLevel(log_level)  # the parent filters again, with its own loggers' levels
+    channel = await Channel.open(sock)
+    beater = Beater(config, shared, channel.send, probes, pid=parent, instance=instance)
     task = asyncio.create_task(beater.run())
 
-    def on_readable() -> None:
-        try:
-            beater.enqueue(decode_from_worker(conn.recv_bytes().decode()))
-        except (EOFError, OSError):  # the parent is gone or closed the pipe: stop
-            loop.remove_reader(conn.fileno())
-            task.cancel()
+    async def read_reports() -> None:
+        async for line in channel.lines():
+            try:
+                beater.enqueue(decode_from_worker(line))
+            except ProtocolError as exc:
+                log.warning("%s: bad report from the worker: %s", config.name, exc)
+        task.cancel()  # the parent is gone or closed its end: stop
 
-    loop.add_reader(conn.fileno(), on_readable)
-    with suppress(asyncio.CancelledError):
-        await task
+    reader = asyncio.create_task(read_reports())
+    try:
+        with suppress(asyncio.CancelledError):
+            await task
+    finally:
+        reader.cancel()
+        channel.close()
+        log_transport.close()
