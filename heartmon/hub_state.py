@@ -77,6 +77,8 @@ class WorkerRecord:
     tracker: Tracker
     pending: set[str] = field(default_factory=set)
     """Injects sent and not finished: bounded, so a burst cannot pile up in a worker."""
+    running: str | None = None
+    """The id of the probe running now: a refused inject's report does not end it."""
 
     @property
     def name(self) -> str:
@@ -153,11 +155,12 @@ class HubState:
             return WorkerBeat(worker=name, seq=message.seq, sent_at=message.sent_at, recv_at=recv_at,
                               loop_lag_ms=message.loop_lag_ms, main_blocked_ms=message.main_blocked_ms)
         if isinstance(message, ProbeStarted):
-            record.tracker.probe = message.probe
+            record.tracker.probe, record.running = message.probe, message.id
             return WorkerProbeStarted(worker=name, id=message.id, probe=message.probe,
                                       duration_s=message.duration_s, recv_at=recv_at)
         if isinstance(message, ProbeFinished):
-            record.tracker.probe = None
+            if message.id == record.running:
+                record.tracker.probe, record.running = None, None
             record.pending.discard(message.id)
             return WorkerProbeFinished(worker=name, id=message.id, elapsed_s=message.elapsed_s,
                                        error=message.error, recv_at=recv_at)

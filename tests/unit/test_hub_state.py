@@ -132,3 +132,14 @@ def test_a_beat_with_nan_or_infinity_is_refused_before_it_reaches_the_detector()
         with pytest.raises(ProtocolError) as refused:
             decode_from_worker(f'{{"type":"beat","seq":1,"sent_at":{value},"loop_lag_ms":0}}')
         assert refused.value.code == "invalid_field"
+
+
+def test_a_refused_inject_does_not_end_the_probe_that_runs():
+    hub = state()
+    hub.join(hello("a"), "conn-a", 0.0)
+    record = hub.records["a"]
+    hub.message(record, ProbeStarted(id="run", probe="gil-hold", duration_s=5), 0.1)
+    hub.message(record, ProbeFinished(id="extra", elapsed_s=0, error="refused: 32 injects pending"), 0.2)
+    assert hub.snapshot(0.3).workers[0].probe == "gil-hold"
+    hub.message(record, ProbeFinished(id="run", elapsed_s=5), 5.1)
+    assert hub.snapshot(5.2).workers[0].probe is None
