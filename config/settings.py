@@ -47,7 +47,8 @@ class HubSettings(BaseModel):
 class MockSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     workers: str = Field("none:2,thread:2,process:2", description="the mock fleet, MODE:COUNT,...")
-    interval_ms: int = Field(100, gt=0, description="heartbeat interval of the mock's workers")
+    interval_ms: int = Field(100, gt=0, le=3_600_000,
+                             description="heartbeat interval of the mock's workers (at most an hour, as the protocol)")
 
 
 class MonitorSettings(BaseModel):

@@ -107,3 +107,9 @@ def test_worker_and_inject_take_the_token_from_the_config_file(launch, tmp_path:
     injected = _heartmon("inject", "configured-1", "sync-sleep", "--duration", "0.1", "--hub", hub.url, env=env)
     assert injected.returncode == 0, injected.stderr
     assert "injected sync-sleep for 0.1 s into configured-1" in injected.stdout
+
+
+def test_a_mock_interval_past_the_protocols_limit_is_refused():
+    result = subprocess.run([*HEARTMON, "mock", "--port", "0", "--interval-ms", "4000000"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "mock.interval_ms" in result.stderr and "Traceback" not in result.stderr
