@@ -86,7 +86,8 @@ async def main() -> None:
     try:
         url = re.search(r"(ws://\S+)", mock.stdout.readline()).group(1)
         http = url.replace("ws://", "http://")
-        async with httpx.AsyncClient(base_url=http, timeout=60) as client:
+        no_reuse = httpx.Limits(max_keepalive_connections=0)  # the hub closes each connection after its answer
+        async with httpx.AsyncClient(base_url=http, timeout=60, limits=no_reuse) as client:
             while len([w for w in (await client.get("/api/workers")).json() if w["available"]]) < 3:
                 await asyncio.sleep(0.2)
             gaps = Gaps()

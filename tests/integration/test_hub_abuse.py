@@ -131,7 +131,9 @@ def test_a_burst_of_injects_gets_429_past_the_pending_limit_and_the_worker_keeps
     hub = launch("mock", "--port", "0", "--interval-ms", "100", "--workers", "process:1")
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=hub.http, timeout=30) as client:
+        # The hub closes each connection after its answer: none is kept to be reused.
+        async with httpx.AsyncClient(base_url=hub.http, timeout=30,
+                                     limits=httpx.Limits(max_keepalive_connections=0)) as client:
             answers = await asyncio.gather(*(client.post("/api/workers/process-1/inject",
                                                          params={"probe": "sync-sleep", "duration_s": "0.01"})
                                              for _ in range(700)))
