@@ -66,6 +66,15 @@ def test_the_user_config_directory_is_read(tmp_path, monkeypatch):
         ("[detector]\nstarved_after = 1.0\n", "late_after <= starved_after <= dead_after"),
         ("[monitor]\nbogus = 1\n", "monitor.bogus: Extra inputs are not permitted"),
         ("[hub\n", "is not valid TOML"),
+        # Infinite or NaN numbers are refused by key: a threshold of inf would never alarm.
+        ("[detector]\nlate_after = inf\nstarved_after = inf\ndead_after = inf\n",
+         "detector.late_after: Input should be a finite number"),
+        ("[detector]\ndead_after = inf\n", "detector.dead_after: Input should be a finite number"),
+        ("[detector]\nbusy_after = nan\n", "detector.busy_after: Input should be a finite number"),
+        ("[detector.phi]\nthreshold = inf\n", "detector.phi.threshold: Input should be a finite number"),
+        ("[detector.phi]\nacceptable_pause_s = inf\n",
+         "detector.phi.acceptable_pause_s: Input should be a finite number"),
+        ("[hub]\nmax_duration_s = inf\n", "hub.max_duration_s: Input should be a finite number"),
     ],
 )
 def test_invalid_values_name_the_key_and_the_reason(tmp_path, toml, says):
