@@ -54,6 +54,9 @@ data, rather than growing the hub without bound; it reconnects and resyncs."""
 DURATION = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6})?$")
 """A probe's duration as a person writes it: no exponents, underscores or spaces."""
 MIN_DURATION_S = 0.001
+JUDGE_S = 0.05
+"""The longest the hub sleeps between two judgements of its pool: a worker that joins
+with an earlier deadline than the one slept for waits at most this long."""
 
 
 class HttpError(Exception):
@@ -139,9 +142,11 @@ class Hub:
         """Serves inside the block; on the way out, stops within about SHUTDOWN_S
         whatever the peers do (a client that never closes its end must not hold us)."""
         server = await self._serve(host, port)
+        judge = asyncio.ensure_future(self._judge())
         try:
             yield server
         finally:
+            judge.cancel()
             # Stops accepting and closes the open WebSockets (1001).
             server.close()
             sockets = list(server.all_connections)
@@ -178,6 +183,14 @@ class Hub:
             close_timeout=2,
             logger=logging.getLogger("heartmon.hub.ws"),
         )
+
+    async def _judge(self) -> None:
+        """Judges the pool at each deadline (within JUDGE_S of it), so that what the HTTP
+        API and the metrics read is current without a GET ever changing anything."""
+        while True:
+            now = self.clock()
+            due = self.state.judge(now)
+            await asyncio.sleep(JUDGE_S if due is None else min(JUDGE_S, max(0.0, due - now) + 0.002))
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # set by the handshake, which precedes the handler
@@ -276,8 +289,7 @@ class Hub:
         return {"id": routed.command.id, "worker": routed.worker, "probe": probe, "duration_s": duration_s}
 
     def _gauges(self) -> Gauges:
-        now = self.clock()
-        available = len(self.state.available(now))
+        available = len(self.state.available())
         workers = [(r.name, r.hello.isolation, r.tracker.state) for r in self.state.records.values()]
         return Gauges(workers, available, len(self.watchers))
 
@@ -317,7 +329,7 @@ class Hub:
             return None  # the WebSocket handshake goes on
         if path == "/api/workers":
             _allow(method, "GET")
-            return _json(ws, HTTPStatus.OK, self.state.listing(self.clock()))
+            return _json(ws, HTTPStatus.OK, self.state.listing())
         if path == "/api/probes":
             _allow(method, "GET")
             return _json(ws, HTTPStatus.OK, self.registry.describe())

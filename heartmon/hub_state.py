@@ -189,14 +189,18 @@ class HubState:
         return Snapshot(v=PROTOCOL_VERSION, sent_at=self.wall(now),
                         workers=[self.info(r) for r in self.records.values()])
 
-    def available(self, now: float) -> list[WorkerRecord]:
-        """Connected workers the detector calls healthy or busy, judged now: the
-        deadlines that fell due since the last question are judged, nothing else."""
+    def judge(self, now: float) -> float | None:
+        """Judges the deadlines that fell due; returns the next one. The server calls it
+        when a deadline comes, so that reading the pool changes nothing."""
         self.fleet.evaluate_due(now)
+        return self.fleet.next_due()
+
+    def available(self) -> list[WorkerRecord]:
+        """Connected workers the detector calls healthy or busy, as last judged."""
         return [r for r in self.records.values() if r.tracker.state in AVAILABLE]
 
-    def listing(self, now: float) -> list[dict]:
-        available = {r.name for r in self.available(now)}
+    def listing(self) -> list[dict]:
+        available = {r.name for r in self.available()}
         return [{**self.info(r).model_dump(), "state": r.tracker.state, "available": r.name in available}
                 for r in self.records.values()]
 
@@ -211,7 +215,8 @@ class HubState:
         if target == "any":
             known = sorted(set(self.probes) | {p for r in self.records.values() for p in r.hello.probes})
             _check_probe(probe, known)
-            candidates = [r for r in self.available(now) if probe in r.hello.probes]
+            self.judge(now)  # a command routes on the pool as it is now
+            candidates = [r for r in self.available() if probe in r.hello.probes]
             if not candidates:
                 counts = ", ".join(f"{n} {state}" for state, n in self.fleet.counts().items() if n)
                 raise NoAvailableWorker("no_available_worker",

@@ -117,14 +117,15 @@ def test_injects_pending_in_a_worker_are_bounded_and_freed_when_they_finish():
     assert hub.route_inject("a", "sync-sleep", 0.01, 0.06, "id6").command.id == "id6"
 
 
-def test_reading_the_pool_or_the_listing_changes_nothing_that_is_published():
+def test_reading_the_pool_or_the_listing_changes_nothing_only_judging_does():
     hub = state()
     hub.join(hello("a"), "conn-a", 0.0)
-    beats(hub, "a", 0.1, 2)
-    before = hub.snapshot(0.2)
-    hub.listing(0.25)
-    hub.available(0.25)
-    assert hub.snapshot(0.2) == before
+    last = beats(hub, "a", 0.1, 2)
+    later = last + 10 * INTERVAL  # silent past every threshold
+    assert hub.listing()[0]["state"] == "healthy" and hub.available()
+    assert hub.listing()[0]["state"] == "healthy"  # reading twice, long after: no judgement
+    next_due = hub.judge(later)
+    assert hub.listing()[0]["state"] == "starved" and not hub.available() and next_due is None
 
 
 def test_a_beat_with_nan_or_infinity_is_refused_before_it_reaches_the_detector():
