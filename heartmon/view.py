@@ -28,7 +28,7 @@ WORST_FIRST: dict[State, int] = {"starved": 0, "late": 1, "dead": 2, "unknown": 
 
 STRIP_SPAN_S = 10.0
 """The heartbeat strip shows the last this many seconds, on one time axis for every row."""
-BEAT, QUIET, WAITING, SILENT_MARK = "┃", "·", "╌", "━"
+BEAT, QUIET, WAITING, SILENT_MARK = "┃", " ", "╌", "━"
 """Strip marks: a beat; a column with none; the current silence before and after the
 worker's late threshold (an unknown worker's silence is its source's, so it stays dashed)."""
 DETAIL_GAPS = 200

@@ -9,8 +9,6 @@ rows now wanted; the table never sorts, counts or reads a tracker.
 
 from __future__ import annotations
 
-from itertools import groupby
-
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -26,7 +24,7 @@ from textual.widget import Widget
 
 from heartmon.detector import Key
 from heartmon.tui.model import COLUMNS, STATE_COLUMN, STRIP_TITLE, cells, fit, fixed_width, layout, strip_width
-from heartmon.view import QUIET, FleetView, RowView
+from heartmon.view import FleetView, RowView
 
 
 class FleetTable(ScrollView, can_focus=True):
@@ -34,7 +32,6 @@ class FleetTable(ScrollView, can_focus=True):
     FleetTable { height: 1fr; }
     FleetTable > .fleet-table--header { text-style: bold; background: $panel; }
     FleetTable > .fleet-table--cursor { background: $accent 40%; }
-    FleetTable > .fleet-table--quiet { color: $text-disabled; }
     FleetTable > .fleet-table--healthy { color: $success; }
     FleetTable > .fleet-table--busy { color: $primary; text-style: bold; }
     FleetTable > .fleet-table--late { color: $warning; text-style: bold; }
@@ -43,7 +40,7 @@ class FleetTable(ScrollView, can_focus=True):
     FleetTable > .fleet-table--unknown { color: $secondary; text-style: italic; }
     """
     COMPONENT_CLASSES = {
-        "fleet-table--header", "fleet-table--cursor", "fleet-table--quiet",
+        "fleet-table--header", "fleet-table--cursor",
         "fleet-table--healthy", "fleet-table--busy", "fleet-table--late", "fleet-table--starved",
         "fleet-table--dead", "fleet-table--unknown",
     }
@@ -186,21 +183,14 @@ class FleetTable(ScrollView, can_focus=True):
         at = shown.index(STATE_COLUMN)
         segments = [Segment(" ".join(fixed[:at]) + " ", base), Segment(fixed[at], state_style),
                     Segment(" " + " ".join(fixed[at + 1:]) + " ", base)]
-        if row.strip:
+        if row.strip:  # two segments at most: a row's cost to draw does not grow with its beats
             beats = base + self.get_component_rich_style("fleet-table--healthy", partial=True)
-            quiet = base + self.get_component_rich_style("fleet-table--quiet", partial=True)
             head, tail = row.strip[:len(row.strip) - row.strip_tail], row.strip[len(row.strip) - row.strip_tail:]
-            for run, style in _runs(head, beats, quiet):
-                segments.append(Segment(run, style))
+            if head:
+                segments.append(Segment(head, beats))
             if tail:
                 segments.append(Segment(tail, state_style if row.state != "healthy" else beats))
         return Strip(segments)
-
-
-def _runs(text: str, beat_style: Style, quiet_style: Style) -> list[tuple[str, Style]]:
-    """Beat marks in one style, the columns without a beat in another, as few segments as can be."""
-    return [("".join(run), quiet_style if quiet else beat_style)
-            for quiet, run in groupby(text, key=QUIET.__eq__)]
 
 
 def _short(source: str) -> str:
