@@ -80,13 +80,14 @@ class FleetState:
         self._schedule(tracker, now)
         return self._record(changes)
 
-    def beat(self, now: float, key: Key, **fields) -> list[Transition]:
+    def beat(self, now: float, key: Key, seq: int | None = None, main_blocked_ms: float | None = None,
+             loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:
         """A beat from a worker that never said hello is dropped: without its interval
         there is nothing to judge it by, and its hello comes first on every source."""
         tracker = self.trackers.get(key)
         if tracker is None:
             return []
-        changes = tracker.beat(now, **fields)
+        changes = tracker.beat(now, seq, main_blocked_ms, loop_lag_ms, latency_ms)
         if changes:
             self._schedule(tracker, now)
         return self._record(changes)

@@ -230,11 +230,14 @@ class Monitor:
 
     def hub_message(self, source: str, message: object, now: float) -> None:
         fleet = self._fleet
+        if type(message) is WorkerBeat:  # nearly every message: the shortest path
+            with self._lock:
+                if fleet.beat(now, (source, message.worker), message.seq, message.main_blocked_ms,
+                              message.loop_lag_ms):
+                    self._arm()  # a state changed: a deadline may have moved earlier
+            return
         with self._lock:
             match message:
-                case WorkerBeat():
-                    fleet.beat(now, (source, message.worker), seq=message.seq,
-                               main_blocked_ms=message.main_blocked_ms, loop_lag_ms=message.loop_lag_ms)
                 case WorkerJoined(info=info):
                     self._owner[info.worker] = source
                     fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=True,

@@ -229,6 +229,14 @@ def decode_to_worker(frame: str | bytes) -> ToWorker:
 
 
 def decode_to_monitor(frame: str | bytes) -> ToMonitor:
+    """Beats are nearly every frame a monitor reads; one encoded by a hub starts with its
+    type, and validating it as a beat directly skips the union (a fifth of the cost). Any
+    other frame, or a beat that fails, takes the full path and its error."""
+    if isinstance(frame, str) and len(frame) < 1024 and frame.startswith('{"type":"beat"'):
+        try:
+            return WorkerBeat.__pydantic_validator__.validate_json(frame)
+        except ValidationError:
+            pass
     return _decode(_MONITOR, frame, MAX_MONITOR_FRAME_BYTES)
 
 

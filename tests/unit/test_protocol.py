@@ -91,3 +91,11 @@ def test_every_example_in_the_protocol_doc_decodes():
     for direction, frame in examples:
         message = decoders[direction](frame)
         assert p.encode(message) == frame, f"the doc's {message.type} is not in canonical form"
+
+
+def test_a_beat_takes_the_short_path_and_a_bad_one_still_gets_the_full_error():
+    frame = p.encode(p.WorkerBeat(worker="w", seq=3, sent_at=1.0, recv_at=2.0, loop_lag_ms=0.1))
+    assert p.decode_to_monitor(frame) == p.WorkerBeat(worker="w", seq=3, sent_at=1.0, recv_at=2.0, loop_lag_ms=0.1)
+    with pytest.raises(p.ProtocolError) as bad:
+        p.decode_to_monitor(frame.replace('"seq":3', '"seq":"three"'))
+    assert bad.value.code == "invalid_field" and "seq" in bad.value.message
