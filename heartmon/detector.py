@@ -317,21 +317,12 @@ class Tracker:
             return phi_silence(p.late_threshold, mean, std), phi_silence(p.threshold, mean, std), dead
         return t.late_after * self.interval_s, t.starved_after * self.interval_s, dead
 
-    def suspicion(self, silence_s: float) -> tuple[bool, bool]:
-        """(late, suspected) by the configured rule."""
-        t = self.thresholds
-        if t.rule == "phi" and self.gaps.count >= 2:
-            p = t.phi
-            value = phi(silence_s, self.gaps.mean + p.acceptable_pause_s, max(self.gaps.std, p.min_std_dev_ms / 1000))
-            return value >= p.late_threshold, value >= p.threshold
-        return silence_s >= t.late_after * self.interval_s, silence_s >= t.starved_after * self.interval_s
-
     def next_deadline(self, now: float, excused_s: float = 0.0) -> float | None:
         """When, with no beat before it, :meth:`evaluate` has something new to say: the
         first threshold the silence has not crossed yet, on this tracker's clock (shifted
         by silence excused as the monitor's own). None: nothing silence can change.
-        One microsecond is added so that the judgement at the deadline, with its own
-        rounding, is past the threshold rather than a hair short of it."""
+        :meth:`evaluate` compares with the same limits; one microsecond is added so that
+        the clock arithmetic's rounding puts the judgement past the limit, not a hair short."""
         if self.state == "unknown" and self.back_by is not None:
             return max(now, self.back_by)
         if self.state == "dead" or self.state == "unknown":
@@ -350,12 +341,13 @@ class Tracker:
         if self.state == "dead" or self.state == "unknown":
             return []
         silence = max(0.0, self.silence(now) - excused_s)
-        late, suspected = self.suspicion(silence)
+        late_s, suspected_s, dead_s = self._limits()  # the limits next_deadline schedules by
+        late, suspected = silence >= late_s, silence >= suspected_s
         if suspected and self.has_evidence_of_life:
             return self._move(now, "starved",
                               f"silent for {silence * 1000:.0f} ms, but alive ({self._alive_because()})",
                               silence_s=silence)
-        if not self.has_evidence_of_life and silence >= self.thresholds.dead_after * self.interval_s:
+        if not self.has_evidence_of_life and silence >= dead_s:
             return self._move(now, "dead", f"silent for {silence * 1000:.0f} ms with no evidence of life",
                               silence_s=silence)
         if late or suspected:
