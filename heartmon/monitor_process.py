@@ -180,12 +180,13 @@ async def _serve(sock: socket.socket) -> None:
     """The child: the engine on this process's loop, a view for every request."""
     loop = asyncio.get_running_loop()
     frames = _Frames()
-    head = await loop.sock_recv(sock, 1 << 20)
-    (settings_json, specs), *pending = frames.feed(head) or [None]
-    while settings_json is None:  # the first frame arrived in pieces
-        more = frames.feed(await loop.sock_recv(sock, 1 << 20))
-        if more:
-            (settings_json, specs), *pending = more
+    received: list[Any] = []
+    while not received:  # the settings may arrive in pieces
+        data = await loop.sock_recv(sock, 1 << 20)
+        if not data:
+            return  # the UI went before it said what to watch
+        received = frames.feed(data)
+    (settings_json, specs), *pending = received
     monitor = Monitor(Settings.model_validate_json(settings_json), specs)
     engine = asyncio.ensure_future(monitor.run())
     last = pending[-1] if pending else ViewRequest()
