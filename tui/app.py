@@ -260,9 +260,14 @@ class HeartmonApp(App):
 
     # --- commands to hubs -----------------------------------------------------------
 
+    @property
+    def hubs(self) -> list[str]:
+        """The sources commands can be sent to."""
+        return [s.label for s in self.view.sources if s.kind == "hub"]
+
     def hub_for(self, worker: Key | None) -> str | None:
         """The hub a worker came from, else the first hub source."""
-        hubs = [s.label for s in self.view.sources if s.kind == "hub"]
+        hubs = self.hubs
         if worker is not None and worker[0] in hubs:
             return worker[0]
         return hubs[0] if hubs else None
@@ -270,7 +275,7 @@ class HeartmonApp(App):
     async def inject(self, target: str, probe: str, duration_s: float) -> list[Answer]:
         """`worker:NAME`, `any`, or `isolation:MODE` (every available worker of that mode,
         as the hub lists them: the hub is the one that must reach them)."""
-        hubs = [s.label for s in self.view.sources if s.kind == "hub"]
+        hubs = self.hubs
         if not hubs:
             return [Answer(False, "no hub to send commands to: inject works on hub sources (ws://…)")]
         if target.startswith("isolation:"):
@@ -289,7 +294,7 @@ class HeartmonApp(App):
         else:
             key = self.query_one(FleetTable).selected
             name = target.removeprefix("worker:")
-            source = key[0] if key is not None and key[1] == name else None
-            # hub_for's rule (the worker's own hub, else the first), with the hubs known to exist here
-            sends = [(source if source in hubs else hubs[0], name)]
+            own = self.hub_for(key if key is not None and key[1] == name else None)
+            assert own is not None  # there are hubs
+            sends = [(own, name)]
         return [await self.hub_client.inject(hub, name, probe, duration_s) for hub, name in sends]
