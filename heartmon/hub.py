@@ -222,7 +222,7 @@ class Hub:
                     message = decode_from_worker(frame)
                     if record is None:
                         joined = self.state.join(message, ws, self.clock())
-                        record = self.state.records[message.worker]  # type: ignore[union-attr]
+                        record = joined.record
                         if isinstance(joined.replaced, ServerConnection):
                             await joined.replaced.close(1000, "replaced by a new connection")
                         self._publish(*joined.publish)

@@ -87,6 +87,7 @@ class WorkerRecord:
 
 @dataclass(frozen=True)
 class Joined:
+    record: WorkerRecord
     publish: list[Message]
     replaced: object | None
     """The connection this hello replaced (a reconnect not yet known dead): close it."""
@@ -141,7 +142,7 @@ class HubState:
         if old is not None:
             publish.append(WorkerLeft(worker=hello.worker, reason="replaced by a new connection", at=self.wall(now)))
         publish.append(WorkerJoined(info=self.info(record)))
-        return Joined(publish, old.conn if old is not None else None)
+        return Joined(record, publish, old.conn if old is not None else None)
 
     def message(self, record: WorkerRecord, message: FromWorker, now: float) -> Message:
         """A frame after the hello; returns what to publish to monitors."""
