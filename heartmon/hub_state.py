@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import ClassVar
 
-from heartmon.detector import AVAILABLE, Thresholds, Tracker
+from heartmon.detector import Thresholds, Tracker
 from heartmon.fleet_state import FleetState
 from heartmon.hub_metrics import HubMetrics
 from heartmon.protocol import (
@@ -198,7 +198,7 @@ class HubState:
 
     def available(self) -> list[WorkerRecord]:
         """Connected workers the detector calls healthy or busy, as last judged."""
-        return [r for r in self.records.values() if r.tracker.state in AVAILABLE]
+        return [self.records[name] for _, name in self.fleet.available()]
 
     def listing(self) -> list[dict]:
         available = {r.name for r in self.available()}
