@@ -77,13 +77,18 @@ class HeartmonApp(App):
         self.view = FleetView(at=0.0, wall_offset=0.0)
         """The newest view: everything the screens show comes from here."""
         self._seen = 0
+        # Held, not queried: the tick and arriving views use them without a lookup, and
+        # can tell when the screen is being torn down on quit.
+        self.table = FleetTable(id="fleet")
+        self.log_view = RichLog(id="events", max_lines=LOG_LINES, wrap=False, markup=False)
+        self.filter_box = Input(placeholder="filter by name, isolation or state (esc clears)", id="filter")
 
     def compose(self) -> ComposeResult:
         yield Static(id="sources")
         yield Static(id="summary")
-        yield Input(placeholder="filter by name, isolation or state (esc clears)", id="filter")
-        yield FleetTable(id="fleet")
-        yield RichLog(id="events", max_lines=LOG_LINES, wrap=False, markup=False)
+        yield self.filter_box
+        yield self.table
+        yield self.log_view
         yield Footer()
 
     def on_mount(self) -> None:
@@ -102,7 +107,7 @@ class HeartmonApp(App):
             expected = now + LAG_SAMPLE_S
 
         self.set_interval(LAG_SAMPLE_S, sample_lag)
-        self.query_one(FleetTable).focus()
+        self.table.focus()
 
     async def on_unmount(self) -> None:
         await self.hub_client.aclose()
@@ -111,7 +116,9 @@ class HeartmonApp(App):
 
     def ask(self) -> None:
         """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`."""
-        table = self.query_one(FleetTable)
+        table = self.table
+        if not table.is_mounted:
+            return  # quitting: the screen is gone, and a tick may still fire
         offset, height = table.rows_wanted
         detail = self.screen.worker if isinstance(self.screen, DetailScreen) else None
         self.feed.request(ViewRequest(
@@ -126,15 +133,17 @@ class HeartmonApp(App):
 
     def _on_view(self, view: FleetView) -> None:
         self.view = view
+        if not self.table.is_mounted:
+            return  # quitting: a view may still arrive after the screen is gone
         self._show_sources(view)
         self._show_summary(view)
-        table = self.query_one(FleetTable)
+        table = self.table
         if isinstance(self.screen, DetailScreen) and view.detail is not None:
             self.screen.show(view.detail, view)
         if self.paused:
             return  # ingest goes on; the table and the log hold still, and catch up after
         table.show(view)
-        log = self.query_one("#events", RichLog)
+        log = self.log_view
         first = view.logged - len(view.entries)  # the number of the view's first entry
         fresh = view.entries[max(0, self._seen - first):]
         if len(fresh) > LOG_PER_VIEW:
@@ -204,7 +213,7 @@ class HeartmonApp(App):
         self.refresh_view()
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.display = True  # at once, not on the next refresh: keys typed right after land in it
         box.focus()
 
@@ -215,10 +224,10 @@ class HeartmonApp(App):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
-            self.query_one(FleetTable).focus()
+            self.table.focus()
 
     def on_key(self, event) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         if box.display and not box.has_focus and event.is_printable and event.character:
             # typed right behind "/", before the focus moved: it belongs to the filter
             box.insert_text_at_cursor(event.character)
@@ -228,7 +237,7 @@ class HeartmonApp(App):
         if event.key == "escape" and box.has_focus:
             box.value = ""
             box.display = False
-            self.query_one(FleetTable).focus()
+            self.table.focus()
             event.stop()
 
     def action_pause(self) -> None:
@@ -239,10 +248,10 @@ class HeartmonApp(App):
         self.push_screen(HelpScreen())
 
     def action_inject(self) -> None:
-        self.push_screen(InjectScreen(self.query_one(FleetTable).selected))
+        self.push_screen(InjectScreen(self.table.selected))
 
     def action_details(self) -> None:
-        if worker := self.query_one(FleetTable).selected:
+        if worker := self.table.selected:
             self.push_screen(DetailScreen(worker))
 
     def on_fleet_table_selected(self, message: FleetTable.Selected) -> None:
@@ -292,7 +301,7 @@ class HeartmonApp(App):
         elif target == "any":
             sends = [(hubs[0], "any")]
         else:
-            key = self.query_one(FleetTable).selected
+            key = self.table.selected
             name = target.removeprefix("worker:")
             own = self.hub_for(key if key is not None and key[1] == name else None)
             assert own is not None  # there are hubs
