@@ -6,9 +6,11 @@ the monitor run this same code, so the hub's pool of available workers and what 
 monitor shows cannot disagree.
 
 States: ``healthy``; ``late`` (silent past the late threshold); ``starved`` (silent past
-the starvation threshold while there is evidence of life: the connection is open, or
-the local pid is alive and burning CPU); ``busy`` (beats on time, main loop blocked past
-the busy threshold: only isolated agents can say so); ``dead`` (connection closed,
+the starvation threshold while there is evidence of life: the connection is open, the
+local pid is alive and burning CPU, or the worker's own system vouches for it, as RQ
+does for a worker busy in a job and a TCP port does by accepting a connection);
+``busy`` (beats on time, main loop blocked past the busy threshold: only isolated
+agents can say so); ``dead`` (connection closed,
 process gone, or silent past ``dead_after`` with no evidence of life); ``unknown`` (the
 source that reports the worker is unreachable: nothing is known, nothing is judged). A
 worker with evidence of life is never declared dead for silence alone: a busy worker
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from heartmon.native import would_show
 
 State = Literal["healthy", "late", "starved", "busy", "dead", "unknown"]
 STATES: tuple[State, ...] = ("dead", "starved", "late", "busy", "healthy", "unknown")
@@ -187,6 +191,9 @@ class Transition:
     silence_s: float | None = None
     """For a silence-driven move (late, starved, dead for silence): the silence that
     crossed the threshold, as judged; how late the judgement came is measured from it."""
+    native: str | None = None
+    """What the worker's own system would show at that moment, where it has a rule
+    (``Celery/Flower would show: offline``)."""
 
 
 Key = tuple[str, str]
@@ -209,6 +216,8 @@ class Tracker:
     """Open connection (True), closed (False), or not known to this source (None)."""
     cpu_busy: bool | None = None
     """Local workers only: the pid exists and is burning CPU."""
+    vouched: str | None = None
+    """Evidence of life its source saw, in words ("RQ says busy in a job"), or None."""
     state: State = "healthy"
     last_beat_at: float | None = None
     seq: int | None = None
@@ -291,6 +300,11 @@ class Tracker:
         if self.state == "unknown" and self.back_by is None:
             self.back_by = now + self.thresholds.dead_after * self.interval_s
 
+    def vouch(self, because: str | None) -> None:
+        """The source's own evidence of life, or its absence. A pid that is gone still
+        outranks it (:meth:`evidence`): RQ lists a SIGKILLed worker as busy until its key expires."""
+        self.vouched = because
+
     def evidence(self, now: float, alive: bool, cpu_busy: bool) -> list[Transition]:
         """A local pid's reading. An open connection outranks it: a pid that looks gone
         (another pid namespace under the same hostname) does not kill a connected worker."""
@@ -301,7 +315,7 @@ class Tracker:
 
     @property
     def has_evidence_of_life(self) -> bool:
-        return bool(self.connected) or bool(self.cpu_busy)
+        return bool(self.connected) or bool(self.cpu_busy) or self.vouched is not None
 
     def silence(self, now: float) -> float:
         last = self.last_beat_at
@@ -357,11 +371,14 @@ class Tracker:
         return []
 
     def _alive_because(self) -> str:
-        return "connection open" if self.connected else "process burning CPU"
+        if self.connected:
+            return "connection open"
+        return self.vouched if self.vouched is not None else "process burning CPU"
 
     def _move(self, now: float, to: State, reason: str, episode: Episode | None = None,
               silence_s: float | None = None) -> list[Transition]:
         if to == self.state and episode is None:
             return []
         before, self.state = self.state, to
-        return [Transition(now, self.name, before, to, reason, episode, self.source, silence_s)]
+        native = would_show(self.isolation, self.silence(now), self.interval_s) if self.isolation else None
+        return [Transition(now, self.name, before, to, reason, episode, self.source, silence_s, native)]

@@ -80,6 +80,13 @@ class FleetState:
         self._schedule(tracker, now)
         return self._record(changes)
 
+    def update(self, key: Key, interval_s: float, pid: int | None, host: str | None) -> None:
+        """A live worker's interval or pid changed (a Celery worker's freq, an RQ TTL):
+        its next deadline follows at its next beat."""
+        tracker = self.trackers.get(key)
+        if tracker is not None:
+            tracker.interval_s, tracker.pid, tracker.host = interval_s, pid, host
+
     def beat(self, now: float, key: Key, seq: int | None = None, main_blocked_ms: float | None = None,
              loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:
         """A beat from a worker that never said hello is dropped: without its interval
@@ -129,6 +136,24 @@ class FleetState:
             changes += tracker.evaluate(now, self._excused(tracker, now))
             self._schedule(tracker, now)
         return self._record(changes)
+
+    def vouch(self, now: float, key: Key, because: str | None) -> list[Transition]:
+        """The source's own evidence of life (or its end): it changes which thresholds
+        apply, so the worker is judged again at once."""
+        tracker = self.trackers.get(key)
+        if tracker is None or tracker.vouched == because:
+            return []
+        tracker.vouch(because)
+        changes = tracker.evaluate(now, self._excused(tracker, now))
+        self._schedule(tracker, now)
+        return self._record(changes)
+
+    def doing(self, key: Key, activity: str | None) -> None:
+        """What a worker heartmon did not write says it is doing ("2 active tasks"),
+        kept where a probe's name would be: an episode then says what ran during it."""
+        tracker = self.trackers.get(key)
+        if tracker is not None:
+            tracker.probe = activity
 
     def probe_started(self, now: float, key: Key, id: str, probe: str, duration_s: float) -> None:
         if key in self.trackers:

@@ -35,7 +35,7 @@ from heartmon.protocol import (
     WorkerProbeFinished,
     WorkerProbeStarted,
 )
-from heartmon.sources import Source, parse_source
+from heartmon.sources import Heard, Source, parse_source
 from heartmon.view import FleetView, SourceView, Viewer, ViewRequest
 
 JUDGE_SLACK_S = 0.002
@@ -62,11 +62,7 @@ class Monitor:
         self.hostname = hostname or socket.gethostname()
         self.transport = transport
         self._client: httpx.AsyncClient | None = None
-        m = settings.monitor
-        self.sources: list[Source] = [
-            parse_source(spec, settings.token, m.http_interval_ms / 1000, m.http_timeout_ms / 1000, self._http)
-            for spec in sources
-        ]
+        self.sources: list[Source] = [parse_source(spec, settings, self._http) for spec in sources]
         self._owner: dict[str, str] = {}
         """Which hub each worker name was heard from, for a resync after a reconnect."""
         self.lag_ms = 0.0
@@ -229,6 +225,7 @@ class Monitor:
     # --- what sources report (called on the ingest loop) --------------------------
 
     def hub_message(self, source: str, message: object, now: float) -> None:
+        """The agent's protocol, relayed by one of heartmon's hubs."""
         fleet = self._fleet
         if type(message) is WorkerBeat:  # nearly every message: the shortest path
             with self._lock:
@@ -271,20 +268,34 @@ class Monitor:
                 self._fleet.missing(now, (source, name), "left while the monitor was disconnected")
         self._fleet.evaluate(now)  # judge the snapshot's ages at once
 
-    def hub_lost(self, source: str, now: float) -> None:
+    def source_lost(self, source: str, now: float) -> None:
         """The stream broke: nothing is known of its workers until it is back."""
         with self._lock:
             self._fleet.source_lost(now, source)
 
-    def http_answer(self, source: str, name: str, interval_s: float, now: float, seq: int,
-                    latency_ms: float | None) -> None:
+    def heard(self, source: str, name: str, now: float, beat: Heard) -> None:
+        """A beat of a worker heartmon did not write. Its first beat, or one after it was
+        dead or unknown, is its hello: these systems have no other."""
         key = (source, name)
+        fleet = self._fleet
         with self._lock:
-            state = self._fleet.state_of(key)
-            if state is None or (latency_ms is not None and state == "dead"):
-                self._fleet.join(now, key, interval_s, connected=None)  # an answer is a hello
-            if latency_ms is not None:
-                self._fleet.beat(now, key, seq=seq, latency_ms=latency_ms)
+            state = fleet.state_of(key)
+            if state is None or state == "dead" or state == "unknown":
+                fleet.join(now, key, beat.interval_s, connected=None, isolation=beat.kind, pid=beat.pid,
+                           host=beat.host)
+            else:
+                fleet.update(key, beat.interval_s, beat.pid, beat.host)
+            fleet.doing(key, beat.doing)
+            fleet.beat(now, key, seq=beat.seq, latency_ms=beat.latency_ms)
+            self._arm()
+
+    def gone(self, source: str, name: str, now: float, reason: str) -> None:
+        with self._lock:
+            self._fleet.left(now, (source, name), reason)
+
+    def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
+        with self._lock:
+            self._fleet.vouch(now, (source, name), because)
             self._arm()
 
 

@@ -76,9 +76,8 @@ class MonitorProcess:
     :meth:`attach` was given."""
 
     def __init__(self, settings: Settings, sources: list[str]) -> None:
-        m = settings.monitor
         for spec in sources:  # a bad SOURCE is the user's error: say so here, not in the child
-            parse_source(spec, settings.token, m.http_interval_ms / 1000, m.http_timeout_ms / 1000, _no_client)
+            parse_source(spec, settings, _no_client)
         self.settings, self.source_specs = settings, sources
         self._subscribers: list[Callable[[FleetView], None]] = []
         self._frames = _Frames()

@@ -21,6 +21,8 @@ def describe(entry: LogEntry) -> str:
         line += f"; recovered after {e.length_s:.2f} s, {e.missed} beats missed"
         if e.probe:
             line += f", during {e.probe}"
+    if entry.native:
+        line += f" ({entry.native})"
     return line
 
 
@@ -32,6 +34,8 @@ def as_json(entry: LogEntry, wall: Wall) -> dict[str, object]:
         "ts": ts, "event": "recovered" if entry.episode else "transition", "worker": entry.worker,
         "source": entry.source, "from": entry.from_state, "to": entry.to_state, "reason": entry.reason,
     }
+    if entry.native:
+        record["native"] = entry.native
     if entry.episode:
         e = entry.episode
         record.update(episode_ms=round(e.length_s * 1000, 1), missed=e.missed, probe=e.probe,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from heartmon.detector import AVAILABLE, STATES, Key, State, Tracker, Transition
 from heartmon.fleet_state import FleetState, LogEntry, ProbeRun
+from heartmon.native import would_show
 
 SORTS = ("worst first", "name", "max gap", "missed")
 """p99 is shown, not sorted by: a percentile of every worker on every view costs too much."""
@@ -102,13 +103,19 @@ class DetailView:
     entries: tuple[LogEntry, ...]
     """This worker's recent problems and recoveries."""
     probes: tuple[ProbeRun, ...]
+    doing: str | None = None
+    """What the worker says it is doing: a running probe, or a foreign system's activity."""
+    vouched: str | None = None
+    """Evidence of life its source sees besides beats ("RQ says busy in a job")."""
+    native: str | None = None
+    """What the worker's own system shows now, where it has a rule."""
 
 
 @dataclass(frozen=True, slots=True)
 class SourceView:
     label: str
     kind: str
-    """"hub" (commands can be sent to it) or "http"."""
+    """"hub" (commands can be sent to it), or the kind's name: "http", "celery", …"""
     link: str
     detail: str = ""
 
@@ -264,4 +271,6 @@ def detail_of(fleet: FleetState, t: Tracker, now: float, strip_width: int = 0) -
         late_s=t.thresholds.late_after * t.interval_s, starved_s=t.thresholds.starved_after * t.interval_s,
         gaps=tuple(t.gaps.last(DETAIL_GAPS)), distribution=tuple(distribution), window=len(window),
         entries=tuple(entries[-DETAIL_ENTRIES:]), probes=tuple(fleet.probes.get(t.key, ())),
+        doing=t.probe, vouched=t.vouched,
+        native=would_show(t.isolation, t.silence(now), t.interval_s),
     )

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import psutil
 import pytest
 
 from tests.harness import Running, start, wait_gone, wait_until, workers
+from tests.systems import SESSION_TAG, Redis, Services, start_redis
 
 FLEET_ARGS = ("mock", "--port", "0", "--interval-ms", "50", "--workers", "none:1,thread:1,process:1")
 NAMES = ("none-1", "thread-1", "process-1")
@@ -85,19 +87,19 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def _heartmon_processes(since: float) -> list:
-    """Processes started by this test session that belong to heartmon: commands named
-    heartmon, and anything a heartmon parent marked (heartbeat children included)."""
+def _session_processes(since: float, tag: str) -> list:
+    """Processes this test session started, whatever they are (heartmon, redis-server,
+    celery, node, nats-server): they inherit the session's tag from its environment.
+    Another test session on the same machine has its own tag, and is left alone."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
         if proc.info["pid"] == os.getpid() or (proc.info["create_time"] or 0) < since:
             continue
         try:
-            marked = "HEARTMON_DIE_WITH" in proc.environ()
+            if proc.environ().get(SESSION_TAG) == tag:
+                found.append(proc)
         except psutil.Error:
-            marked = False
-        if marked or "heartmon" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
+            pass
     return found
 
 
@@ -116,10 +118,29 @@ def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_heartmon_process_outlives_the_tests() -> Iterator[None]:
+def no_process_outlives_the_tests() -> Iterator[None]:
     since = time.time() - 1
+    tag = uuid.uuid4().hex
+    os.environ[SESSION_TAG] = tag  # inherited by every process the tests start
     yield
-    alive = wait_gone(_heartmon_processes(since))
+    alive = wait_gone(_session_processes(since, tag))
     for proc in alive:
         proc.kill()
-    assert not alive, f"heartmon processes outlived the tests: {[p.info['cmdline'] for p in alive]}"
+    assert not alive, f"processes outlived the tests: {[p.info['cmdline'] for p in alive]}"
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """Starts real third-party processes (redis-server, workers); stops each by pid at
+    the end of the test, pass or fail."""
+    started = Services(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture
+def redis(services: Services) -> Redis:
+    """A real redis-server of this test, on a free loopback port."""
+    return start_redis(services)

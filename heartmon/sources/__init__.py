@@ -1,20 +1,30 @@
 """Where arrivals come from. One module per kind of source, all behind one seam: a
 source runs on the monitor's ingest loop and tells an :class:`Ingest` what it heard,
 stamped with the monitor's own receive time (liveness is judged on our clock, never
-on the sender's timestamps, as Celery does). :func:`parse_source` turns a command-line
-SOURCE into the right kind.
+on the sender's timestamps). :func:`parse_source` turns a command-line SOURCE into
+the right kind.
+
+Two families speak through the seam. heartmon's own hubs relay the agent's protocol
+(:meth:`Ingest.hub_message`). Everything else — Celery, RQ, Inngest Connect, a plain
+HTTP service — is a system heartmon did not write: its source translates what that
+system shows into :class:`Heard` beats, :meth:`Ingest.gone` and :meth:`Ingest.vouch`
+(evidence of life besides beats), and the same detector judges them all.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from heartmon.urls import check_address
+
+if TYPE_CHECKING:
+    from heartmon.config import Settings
 
 Link = Literal["connecting", "connected", "retrying"]
 
@@ -29,6 +39,32 @@ class SourceStatus:
     link: Link = "connecting"
     detail: str = ""
     since: float = 0.0
+    refused: int = 0
+    """Inputs the source could not understand (a malformed event, an unknown message):
+    each is dropped and counted, and the source goes on."""
+    last_refused: str = ""
+
+    def refuse(self, why: str) -> None:
+        self.refused += 1
+        self.last_refused = why
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A beat from a worker heartmon did not write, as its source understood it. The
+    first one is its hello; one after it was dead or unknown brings it back."""
+
+    interval_s: float
+    kind: str
+    """The system ("celery", "rq", "inngest", "http"): shown where an agent's isolation
+    is, and what picks the system's own verdict (:mod:`heartmon.native`)."""
+    pid: int | None = None
+    host: str | None = None
+    """With ``pid``: when it is this machine, the pid's life and CPU are evidence too."""
+    seq: int | None = None
+    latency_ms: float | None = None
+    doing: str | None = None
+    """What the worker says it is doing ("1 active task"); None when idle."""
 
 
 class Ingest(Protocol):
@@ -37,9 +73,13 @@ class Ingest(Protocol):
 
     def now(self) -> float: ...
     def hub_message(self, source: str, message: object, now: float) -> None: ...
-    def hub_lost(self, source: str, now: float) -> None: ...
-    def http_answer(self, source: str, name: str, interval_s: float, now: float, seq: int,
-                    latency_ms: float | None) -> None: ...
+    def source_lost(self, source: str, now: float) -> None:
+        """The source is unreachable: its workers are unknown until they are heard again."""
+    def heard(self, source: str, name: str, now: float, beat: Heard) -> None: ...
+    def gone(self, source: str, name: str, now: float, reason: str) -> None:
+        """The system says the worker stopped (a clean shutdown, a closed connection): dead at once."""
+    def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
+        """Evidence of life besides beats, in words, or None when there is none (any more)."""
 
 
 class Source(Protocol):
@@ -50,25 +90,59 @@ class Source(Protocol):
     async def run(self, ingest: Ingest) -> None: ...
 
 
-def parse_source(spec: str, token: str | None, interval_s: float, timeout_s: float,
-                 client: Callable[[], httpx.AsyncClient]) -> Source:
+Client = Callable[[], httpx.AsyncClient]
+"""The monitor's one long-lived HTTP client, available once ingest runs."""
+
+KINDS: dict[str, tuple[str, str]] = {
+    "celery+redis": ("heartmon.sources.celery", "celery"),
+    "rq+redis": ("heartmon.sources.rq", "rq"),
+    "inngest": ("heartmon.sources.inngest", "inngest"),
+}
+"""Scheme -> (module, the extra that installs what it needs). Each module has a
+``from_url(url, settings, client)`` that checks the URL and builds the source."""
+
+SYNTAX = ("expected ws://HOST:PORT or HOST:PORT (a hub), [NAME=]http(s)://… (a health endpoint), "
+          "celery+redis://HOST:PORT/DB, rq+redis://HOST:PORT/DB or inngest://HOST:PORT")
+
+
+def parse_source(spec: str, settings: Settings, client: Client) -> Source:
     """``ws://h:p`` or ``h:p`` -> a hub; ``[NAME=]http(s)://…`` -> an endpoint named NAME
-    (or host:port/path). Anything else is refused: taken for a URL, it would be watched
-    forever without a single answer."""
+    (or host:port/path); a system's scheme -> its source. Anything else is refused:
+    taken for a URL, it would be watched forever without a single answer."""
     from heartmon.sources.http import HttpSource
     from heartmon.sources.hub import HubSource
 
     name, sep, url = spec.partition("=")
     if not sep or "://" in name:
         name, url = "", spec
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme in KINDS:
+        if name:
+            raise SourceError(f"source {spec!r}: only HTTP endpoints take a NAME=")
+        return _system(spec, scheme, url, settings, client)
     try:
         url = check_address(url, ("ws", "wss", "http", "https"))
     except ValueError as exc:
-        raise SourceError(f"source {spec!r}: {exc}; expected ws://HOST:PORT or HOST:PORT (a hub) or "
-                          "[NAME=]http(s)://… (a health endpoint)") from None
+        raise SourceError(f"source {spec!r}: {exc}; {SYNTAX}") from None
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss"):
         if name:
             raise SourceError(f"source {spec!r}: only HTTP endpoints take a NAME=")
-        return HubSource(url, token)
-    return HttpSource(name or (parts.netloc + parts.path.rstrip("/")), url, interval_s, timeout_s, client)
+        return HubSource(url, settings.token)
+    m = settings.monitor
+    return HttpSource(name or (parts.netloc + parts.path.rstrip("/")), url, m.http_interval_ms / 1000,
+                      m.http_timeout_ms / 1000, client)
+
+
+def _system(spec: str, scheme: str, url: str, settings: Settings, client: Client) -> Source:
+    module_name, extra = KINDS[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("heartmon"):
+            raise
+        raise SourceError(f"source {spec!r} needs {exc.name}: pip install 'heartmon[{extra}]'") from None
+    try:
+        return module.from_url(url, settings, client)
+    except ValueError as exc:
+        raise SourceError(f"source {spec!r}: {exc}") from None

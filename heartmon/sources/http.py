@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from heartmon.sources import Ingest, SourceStatus
+from heartmon.sources import Heard, Ingest, SourceStatus
 
 
 class HttpSource:
@@ -35,7 +35,8 @@ class HttpSource:
                 ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             now = ingest.now()
             self.status.link, self.status.detail, self.status.since = ("connected" if ok else "retrying"), detail, now
-            ingest.http_answer(self.status.label, self.name, self.interval_s, now, seq,
-                               (now - started) * 1000 if ok else None)
+            if ok:
+                ingest.heard(self.status.label, self.name, now,
+                             Heard(self.interval_s, "http", seq=seq, latency_ms=(now - started) * 1000))
             seq += 1
             await asyncio.sleep(max(0.0, started + self.interval_s - ingest.now()))

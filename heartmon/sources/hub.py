@@ -23,7 +23,7 @@ worker beating every second (the agent's default) could be called starved for it
 
 class HubSource:
     """Follows a hub's /watch stream. While the stream is down, what its workers do is
-    not known (:meth:`Ingest.hub_lost`); the snapshot after a reconnect is the truth."""
+    not known (:meth:`Ingest.source_lost`); the snapshot after a reconnect is the truth."""
 
     kind = "hub"
 
@@ -60,7 +60,7 @@ class HubSource:
             except Exception as exc:  # whatever it was, the source shows it and tries again
                 detail = str(exc) or type(exc).__name__
             if not self._lost:
-                ingest.hub_lost(self.status.label, ingest.now())
+                ingest.source_lost(self.status.label, ingest.now())
                 self._lost = True
             self._set(ingest, "retrying", detail)
             await asyncio.sleep(backoff_delay(attempt, *self.backoff))

@@ -141,7 +141,7 @@ def hub_down() -> Script:
     script = healthy()
     script.monitor.sources[0].status.link = "retrying"
     script.monitor.sources[0].status.detail = "[Errno 111] Connect call failed ('127.0.0.1', 8787)"
-    script.monitor.hub_lost(HUB, script.clock.t)
+    script.monitor.source_lost(HUB, script.clock.t)
     script.run(3, silent=tuple(script.seq))
     return script
 

@@ -19,7 +19,11 @@ MAX_WORKERS = 200
 
 
 def _source(spec: str):
-    return parse_source(spec, None, 1.0, 2.0, lambda: None)
+    return parse_source(spec, Settings(), _no_client)
+
+
+def _no_client() -> httpx.AsyncClient:
+    raise AssertionError("a source that is only parsed never asks for a client")
 
 
 @pytest.mark.parametrize(
