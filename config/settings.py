@@ -62,6 +62,17 @@ class MonitorSettings(BaseModel):
                                     description="a local pid above this CPU use is evidence of life")
 
 
+class SystemsSettings(BaseModel):
+    """How heartmon watches systems it did not write (Celery, RQ, Inngest Connect)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    rq_poll_ms: int = Field(250, gt=0, le=60_000,
+                            description="how often RQ's worker hashes are read; a beat is a change of last_heartbeat")
+    inngest_heartbeat_ms: int = Field(1000, gt=0, le=3_600_000,
+                                      description="heartbeat interval heartmon's Connect gateway asks workers for")
+    reconnect_max_ms: int = Field(5000, gt=0, description="longest wait between reconnects to a broker")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEARTMON_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -73,6 +84,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     mock: MockSettings = MockSettings()
     monitor: MonitorSettings = MonitorSettings()
+    systems: SystemsSettings = SystemsSettings()
     detector: Thresholds = Thresholds()
 
     @classmethod
