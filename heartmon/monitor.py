@@ -289,6 +289,14 @@ class Monitor:
             fleet.beat(now, key, seq=beat.seq, latency_ms=beat.latency_ms)
             self._arm()
 
+    def listed(self, source: str, name: str, now: float, info: Heard) -> None:
+        key = (source, name)
+        with self._lock:
+            if self._fleet.state_of(key) is None:
+                self._fleet.join(now, key, info.interval_s, connected=None, isolation=info.kind, pid=info.pid,
+                                 host=info.host)
+                self._arm()
+
     def gone(self, source: str, name: str, now: float, reason: str) -> None:
         with self._lock:
             self._fleet.left(now, (source, name), reason)

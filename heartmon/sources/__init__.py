@@ -76,6 +76,9 @@ class Ingest(Protocol):
     def source_lost(self, source: str, now: float) -> None:
         """The source is unreachable: its workers are unknown until they are heard again."""
     def heard(self, source: str, name: str, now: float, beat: Heard) -> None: ...
+    def listed(self, source: str, name: str, now: float, info: Heard) -> None:
+        """The worker exists but did not beat (an endpoint that failed its first poll): it
+        appears if it is new, so that its silence is judged; nothing else changes."""
     def gone(self, source: str, name: str, now: float, reason: str) -> None:
         """The system says the worker stopped (a clean shutdown, a closed connection): dead at once."""
     def vouch(self, source: str, name: str, now: float, because: str | None) -> None:

@@ -1,13 +1,29 @@
-"""An HTTP health endpoint, polled: each 2xx answer is a beat, anything else a missed one."""
+"""An HTTP health endpoint, polled: each 2xx answer is a beat, anything else a missed one.
+
+A plain service has no heartbeat of its own, so a failed poll says only that it did
+not answer. How it failed is the evidence of life that tells starved from dead: a
+connection the kernel accepted (or a request it took) that gets no answer within the
+timeout means the process is there and its loop is not serving — ``starved``, as a
+uvicorn handler that hogs its event loop is. A refused or reset connection is no
+evidence at all: ``dead`` once the silence passes the dead threshold. When the
+endpoint is on this machine, the pid listening on its port is found, so that its
+life and CPU count too (a SIGKILLed service is dead at once, not after the threshold).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from heartmon.sources import Heard, Ingest, SourceStatus
+
+NO_ANSWER = "accepts connections but does not answer"
 
 
 class HttpSource:
@@ -23,20 +39,61 @@ class HttpSource:
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.client = client
         self.status = SourceStatus(f"{name}={url}")
+        parts = urlsplit(url)
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._local = _is_local(parts.hostname or "")
 
     async def run(self, ingest: Ingest) -> None:
         seq = 0
+        pid: int | None = None
+        answered = False  # after a failed poll, the service that answers may be a new process
+        host = socket.gethostname() if self._local else None
         while True:
             started = ingest.now()
+            alive: str | None = None
             try:
                 response = await self.client().get(self.url, timeout=self.timeout_s)
                 ok, detail = response.is_success, f"HTTP {response.status_code}"
-            except Exception as exc:  # an error or a timeout is a missed beat, shown as such
+            except (httpx.ReadTimeout, httpx.WriteTimeout):  # connected, sent: nobody serves it
+                ok, detail, alive = False, f"{NO_ANSWER} within {self.timeout_s:g} s", NO_ANSWER
+            except Exception as exc:  # refused, reset, unreachable: no evidence of life
                 ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if ok and not answered and self._local:
+                pid = await asyncio.to_thread(_listening_pid, self._port)
+            answered = ok
             now = ingest.now()
             self.status.link, self.status.detail, self.status.since = ("connected" if ok else "retrying"), detail, now
+            label = self.status.label
             if ok:
-                ingest.heard(self.status.label, self.name, now,
-                             Heard(self.interval_s, "http", seq=seq, latency_ms=(now - started) * 1000))
+                ingest.heard(label, self.name, now, Heard(self.interval_s, "http", pid=pid, host=host, seq=seq,
+                                                          latency_ms=(now - started) * 1000))
+            else:
+                ingest.listed(label, self.name, now, Heard(self.interval_s, "http", pid=pid, host=host))
+            ingest.vouch(label, self.name, now, alive)
             seq += 1
             await asyncio.sleep(max(0.0, started + self.interval_s - ingest.now()))
+
+
+def _is_local(host: str) -> bool:
+    """Whether the endpoint's host is this machine (loopback, or one of its addresses)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host in (socket.gethostname(), socket.getfqdn())
+    if address.is_loopback:
+        return True
+    return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)
+
+
+def _listening_pid(port: int) -> int | None:
+    """The pid listening on ``port`` here, if this user may see it (another user's
+    sockets are hidden without privileges: then the poll's outcome is the only evidence)."""
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return conn.pid
+    except psutil.Error:
+        return None
+    return None

@@ -1,0 +1,117 @@
+"""Plain HTTP services heartmon did not write: a real Starlette app on uvicorn, started
+on a free loopback port, watched the way a new user would (``heartmon events``) and
+through the engine itself. A service hogging its event loop is starved, not dead; a
+killed one is dead; a port that accepts and never answers is alive and not serving."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+
+import httpx
+
+from heartmon.config import load_settings
+from heartmon.monitor import Monitor
+from heartmon.view import ViewRequest
+from tests.harness import free_port, wait_until
+from tests.systems import Service, Services, python_env
+
+
+def start_service(services: Services, port: int) -> Service:
+    service = services.spawn("uvicorn", [sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app",
+                                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                             env=python_env())
+
+    def serving() -> bool:
+        assert service.proc.poll() is None, f"uvicorn exited: {service.output()}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(serving, 30, "uvicorn to serve /healthz")
+    return service
+
+
+def hog(port: int, seconds: float) -> threading.Thread:
+    """Asks the service to run pure Python on its loop; the answer comes when it is done."""
+    thread = threading.Thread(target=lambda: httpx.get(f"http://127.0.0.1:{port}/hog?s={seconds}", timeout=60),
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def row(monitor: Monitor, name: str):
+    return next((r for r in monitor.view(ViewRequest(height=1000)).rows if r.name == name), None)
+
+
+def test_events_shows_a_service_hogging_its_loop_as_starved_then_recovered(services, launch):
+    """The on-call case, with the defaults: a 1 s poll, a 2 s timeout, and a handler that
+    keeps uvicorn's only loop for 8 s. Before, this was late and never starved: a busy
+    service and a dead one looked the same."""
+    port = free_port()
+    start_service(services, port)
+    events = launch("events", f"api=http://127.0.0.1:{port}/healthz", "--json", ready=None)
+    time.sleep(2.5)  # a few answered polls first
+    hog(port, 8).join(30)
+    lines = []
+    while not any(e.get("event") == "recovered" for e in lines):
+        line = events.read_until(r"^\{", timeout_s=30).string
+        lines.append(json.loads(line))
+    moves = [(e["from"], e["to"]) for e in lines]
+    assert ("late", "starved") in moves, moves
+    assert all(to != "dead" for _, to in moves), moves
+    starved = next(e for e in lines if e["to"] == "starved")
+    assert "but alive" in starved["reason"], starved
+    recovered = lines[-1]
+    assert recovered["from"] == "starved" and recovered["to"] == "healthy"
+    assert recovered["episode_ms"] >= 5000, recovered  # the whole silence, as one episode
+
+
+def _settings():
+    return load_settings(overrides={"monitor": {"http_interval_ms": 200, "http_timeout_ms": 400}})
+
+
+def test_a_killed_service_is_dead_at_once_and_comes_back_when_restarted(services):
+    port = free_port()
+    service = start_service(services, port)
+    with Monitor(_settings(), [f"api=http://127.0.0.1:{port}/healthz"]) as monitor:
+        wait_until(lambda: (r := row(monitor, "api")) and r.state == "healthy" and r.p99_s is not None, 30,
+                   "the service to be healthy")
+        detail = monitor.view(ViewRequest(detail=row(monitor, "api").key)).detail
+        assert detail is not None and detail.pid == service.pid  # the pid listening on its port
+        service.kill()
+        killed = time.monotonic()
+        wait_until(lambda: row(monitor, "api").state == "dead", 30, "the killed service to be dead")
+        entries = monitor.view(ViewRequest(height=0)).entries
+        death = [e for e in entries if getattr(e, "to_state", None) == "dead"][-1]
+        assert death.reason == "process gone", death
+        # its pid was gone: no need to wait out the dead threshold (10 × 200 ms)
+        assert time.monotonic() - killed < 30
+        start_service(services, port)
+        wait_until(lambda: row(monitor, "api").state == "healthy", 30, "the restarted service to be healthy")
+
+
+def test_a_port_that_accepts_but_never_answers_is_starved_and_a_closed_one_dead():
+    """The kernel completes a TCP handshake for a process whose loop never gets to it:
+    alive, not serving. Once nothing listens any more, the connection is refused: that
+    is no evidence of life, and the silence ends dead."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # never accepted: requests wait in the backlog
+    port = listener.getsockname()[1]
+    try:
+        with Monitor(_settings(), [f"stuck=http://127.0.0.1:{port}/healthz"]) as monitor:
+            wait_until(lambda: (r := row(monitor, "stuck")) and r.state == "starved", 30,
+                       "a port that accepts and never answers to be starved")
+            detail = monitor.view(ViewRequest(detail=row(monitor, "stuck").key)).detail
+            assert detail.vouched == "accepts connections but does not answer"
+            assert monitor.view().sources[0].detail.startswith("accepts connections but does not answer")
+            listener.close()
+            wait_until(lambda: row(monitor, "stuck").state == "dead", 30, "a refused port to be dead")
+            assert monitor.view().sources[0].detail.startswith("ConnectError")
+    finally:
+        listener.close()
