@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="bearer token: required by a hub that has one, sent by clients")
     sources: list[str] = Field(default_factory=list,
                                description="what the monitor watches: "
-                                           "ws://HOST:PORT hubs, [NAME=]http(s)://… endpoints")
+                                           "ws://HOST:PORT hubs, [NAME=]http(s)://… endpoints, "
+                                           "celery+redis://, rq+redis:// and inngest:// systems")
     hub: HubSettings = HubSettings()
     mock: MockSettings = MockSettings()
     monitor: MonitorSettings = MonitorSettings()

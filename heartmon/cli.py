@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[configured, detection],
                          help="the embedded mock fleet and the monitor on it (what bare 'heartmon' does)")
-    watch = sub.add_parser("watch", parents=[configured, detection], help="the monitor, on hubs and HTTP endpoints")
+    watch = sub.add_parser("watch", parents=[configured, detection],
+                           help="the monitor, on hubs, HTTP endpoints, Celery, RQ and Inngest Connect")
     hub = sub.add_parser("hub", parents=[configured, detection],
                          help="run a hub alone, for workers started elsewhere")
     mock = sub.add_parser("mock", parents=[configured, detection],
@@ -126,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port of the embedded hub (default: 8787)")
     mock.add_argument("--quiet", action="store_true", help="print only the hub's address, no events")
 
-    source_help = "ws://HOST:PORT (a hub) or [NAME=]http(s)://… (a health endpoint); default: 'sources' of the config"
+    source_help = ("ws://HOST:PORT (a hub), [NAME=]http(s)://… (a health endpoint), celery+redis://HOST:PORT/DB, "
+                   "rq+redis://HOST:PORT/DB or inngest://HOST:PORT; default: 'sources' of the config")
     events = sub.add_parser("events", parents=[configured, detection],
                             help="print every state change and recovery as it happens")
     events.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
@@ -245,8 +247,8 @@ def cmd_mock(args: argparse.Namespace) -> int:
 def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
     sources = args.sources or settings.sources
     if not sources:
-        raise UsageError("no sources: name a hub (ws://HOST:PORT) or endpoint (http://…), "
-                         "or set 'sources' in the config")
+        raise UsageError("no sources: name a hub (ws://HOST:PORT), an endpoint (http://…), a system "
+                         "(celery+redis://…, rq+redis://…, inngest://…), or set 'sources' in the config")
     return sources
 
 
@@ -262,6 +264,7 @@ def _monitor(args: argparse.Namespace) -> Monitor:
 def cmd_events(args: argparse.Namespace) -> int:
     monitor = _monitor(args)
     links: dict[str, tuple[str, str]] = {}
+    refused: dict[str, int] = {}
     seen = 0
     deadline = time.monotonic() + args.for_s if args.for_s else None
     with monitor:
@@ -272,6 +275,11 @@ def cmd_events(args: argparse.Namespace) -> int:
                     if links.get(source.label) != (source.link, source.detail):
                         links[source.label] = (source.link, source.detail)
                         print(f"heartmon: {source.label}: {source.link} {source.detail}".rstrip(), file=sys.stderr)
+                    if source.refused > refused.get(source.label, 0):  # bad input: dropped, counted, said
+                        new = source.refused - refused.get(source.label, 0)
+                        refused[source.label] = source.refused
+                        print(f"heartmon: {source.label}: refused {new} input{'s' if new > 1 else ''} "
+                              f"({source.refused} in all), last: {source.last_refused}", file=sys.stderr)
                 if view.crashed:
                     print(f"heartmon: the monitor stopped: {view.crashed}", file=sys.stderr)
                     return 1

@@ -133,7 +133,8 @@ class Monitor:
     def view(self, request: ViewRequest = ViewRequest()) -> FleetView:
         """The fleet as the request wants to see it, now: plain values, safe to keep."""
         now = self.now()
-        sources = tuple(SourceView(s.status.label, s.kind, s.status.link, s.status.detail) for s in self.sources)
+        sources = tuple(SourceView(s.status.label, s.kind, s.status.link, s.status.detail, s.status.refused,
+                                   s.status.last_refused) for s in self.sources)
         crashed = f"{type(self.crashed).__name__}: {self.crashed}" if self.crashed else None
         with self._lock:
             return self._viewer.view(request, now, self.wall_offset, sources=sources, ingest_lag_ms=self.lag_ms,

@@ -118,6 +118,9 @@ class SourceView:
     """"hub" (commands can be sent to it), or the kind's name: "http", "celery", …"""
     link: str
     detail: str = ""
+    refused: int = 0
+    """Inputs the source dropped because it could not understand them."""
+    last_refused: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,8 @@ class HeartmonApp(App):
             line.append(f"{symbol} ", style=colour)
             line.append(f"{source.label} ")
             line.append(f"{source.link}{': ' + source.detail if source.detail else ''}   ", style="dim")
+            if source.refused:
+                line.append(f"{source.refused} refused (last: {source.last_refused})   ", style="yellow")
         if not view.sources:
             line.append("no sources ", style="dim")
         if view.crashed:

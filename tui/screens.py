@@ -67,6 +67,15 @@ class DetailScreen(OfHeartmon, Screen):
             + (f"  loop lag {d.loop_lag_ms:.0f}ms" if d.loop_lag_ms is not None else "")
             + (f"  answer {d.latency_ms:.0f}ms" if d.latency_ms is not None else ""),
         )
+        # What a system heartmon did not write says besides its beats, and what its own
+        # tooling concludes: the reason the dashboard already on screen disagrees. (An
+        # agent's running probe is in the probes column instead.)
+        notes = [(f"doing: {d.doing}", "") if d.doing and not d.probes else None,
+                 (f"alive because: {d.vouched}", "bold") if d.vouched else None,
+                 (d.native, "bold red" if d.native.endswith("offline") else "green") if d.native else None]
+        for note in filter(None, notes):
+            title.append("\n")
+            title.append(*note)
         self.query_one("#detail-title", Static).update(title)
         self.query_one(GapPlot).update(list(d.gaps), d.late_s, d.starved_s)
         self.query_one("#detail-distribution", Static).update(_distribution(d.distribution, d.window))
