@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
@@ -26,7 +27,7 @@ from heartmon.detector import AVAILABLE
 from heartmon.fleet import FleetSpecError, parse_fleet_spec
 from heartmon.hub import Hub
 from heartmon.lifeline import die_with_parent
-from heartmon.matrix import MatrixError, run_matrix
+from heartmon.matrix import Matrix, MatrixError, run_matrix
 from heartmon.mock import EmbeddedMock, MockError, print_events, run_mock
 from heartmon.monitor import Monitor
 from heartmon.monitor_process import MonitorProcess
@@ -34,6 +35,8 @@ from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS, Hello, WorkerName
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
+from heartmon.systems.experiment import SYSTEMS_DURATION_S, SystemsMatrix
+from heartmon.systems.launch import SystemsError
 from heartmon.urls import check_address
 from heartmon.view import FleetView, ViewRequest
 
@@ -159,7 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
 
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
-    matrix.add_argument("--duration", type=_positive_float, default=2.0, help="seconds per probe (default: 2)")
+    matrix.add_argument("--duration", type=_positive_float,
+                        help=f"seconds per probe (default: 2, with --systems {SYSTEMS_DURATION_S:g})")
+    matrix.add_argument("--systems", action="store_true",
+                        help="also run the probes through real Celery (solo, threads, prefork) and Inngest SDK "
+                             "workers, beside heartmon's own (needs heartmon[systems]; Node rows need node)")
     matrix.add_argument("--interval-ms", type=_positive_int, default=50, help="heartbeat interval (default: 50)")
     matrix.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return parser
@@ -432,16 +439,27 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result = None
+    result: Matrix | SystemsMatrix | None = None
+    registry = load_registry()
 
     async def main() -> None:
         nonlocal result
-        result = await run_matrix(load_registry(), args.duration, args.interval_ms, progress)
+        duration = args.duration or (SYSTEMS_DURATION_S if args.systems else 2.0)
+        result = await run_matrix(registry, duration, args.interval_ms, progress)
+        if args.systems:
+            from heartmon.systems.experiment import run_systems  # imports Celery: only when asked
+
+            with tempfile.TemporaryDirectory(prefix="heartmon-systems-") as work:
+                systems = await run_systems(registry.names(), duration, Path(work), progress)
+            result = systems.beside(result)
 
     try:
         _run(main())
-    except MatrixError as exc:
+    except (MatrixError, SystemsError) as exc:
         print(f"heartmon: matrix failed: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(f"heartmon: matrix --systems needs {exc.name}: pip install 'heartmon[systems]'", file=sys.stderr)
         return 1
     if result is None:  # interrupted
         return 130

@@ -82,16 +82,19 @@ class _Recorder:
             self.finished[message.id] = message.recv_at
 
     def max_gap(self, worker: str, start: float, end: float) -> float | None:
-        """Largest gap between consecutive beats from the last one before `start` to
-        the first one after `end`; None until that closing beat has arrived."""
-        beats = self.beats[worker]
-        before = [t for t in beats if t < start][-1:]
-        during = [t for t in beats if start <= t <= end]
-        after = [t for t in beats if t > end][:1]
-        if not after:
-            return None
-        points = before + during + after
-        return max(b - a for a, b in zip(points, points[1:], strict=False))  # neighbours: one pair fewer
+        return largest_gap(self.beats[worker], start, end)
+
+
+def largest_gap(beats: list[float], start: float, end: float) -> float | None:
+    """Largest gap between consecutive beats from the last one before `start` to the
+    first one after `end`; None until that closing beat has arrived."""
+    before = [t for t in beats if t < start][-1:]
+    during = [t for t in beats if start <= t <= end]
+    after = [t for t in beats if t > end][:1]
+    if not after:
+        return None
+    points = before + during + after
+    return max(b - a for a, b in zip(points, points[1:], strict=False))  # neighbours: one pair fewer
 
 
 async def run_matrix(

@@ -1,0 +1,198 @@
+"""``heartmon matrix --systems``: the seed incident's table with the seed's own software.
+
+heartmon's matrix runs its own agents; this runs the same probes through real Celery
+workers (solo, threads, prefork pools) and real Inngest Connect SDK workers (Python;
+Node with ``isolateExecution`` on and off when ``node`` is on this machine), all on
+loopback: a redis-server of its own, heartmon's Connect gateway. Each system is heard
+through the very source ``heartmon watch`` uses, with a recorder in the monitor's
+place, so a cell is the largest gap between two beats as heartmon received them while
+the probe ran, judged against that worker's own interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from heartmon.config import Settings
+from heartmon.matrix import STARVED_AFTER_INTERVALS, Matrix, largest_gap
+from heartmon.polling import PollTimeout, until
+from heartmon.sources import Heard, Source
+from heartmon.systems.launch import Processes, SystemsError, redis_server
+
+SYSTEMS_DURATION_S = 5.0
+"""Probes long enough to show against Celery's 1 s heartbeats (3 s to be called starved)."""
+CELERY_POOLS = ("solo", "threads", "prefork")
+CELERY_INTERVAL_S = 1
+"""Celery's shortest heartbeat interval: ``--heartbeat-interval`` takes whole seconds."""
+READY_TIMEOUT_S = 90.0
+"""Workers of real systems start slowly on a loaded machine (Celery imports, Node)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    interval_ms: float
+    cells: dict[str, float | None]
+    """Probe -> largest gap in ms; None where the worker cannot run that probe."""
+
+    def starved(self, probe: str) -> bool | None:
+        gap = self.cells.get(probe)
+        return None if gap is None else gap > STARVED_AFTER_INTERVALS * self.interval_ms
+
+
+@dataclass(frozen=True)
+class SystemsMatrix:
+    duration_s: float
+    probes: list[str]
+    rows: list[Row]
+    left_out: list[str] = field(default_factory=list)
+    """Workers that could not run here, and why (no ``node`` on this machine)."""
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    def beside(self, own: Matrix) -> SystemsMatrix:
+        """heartmon's own agents first (one row per isolation mode), then the systems."""
+        agents = [Row(f"heartmon {iso}", own.interval_ms,
+                      {c.probe: c.max_gap_ms for c in own.cells if c.isolation == iso})
+                  for iso in dict.fromkeys(c.isolation for c in own.cells)]
+        return SystemsMatrix(self.duration_s, self.probes, agents + self.rows, self.left_out)
+
+    def table(self) -> str:
+        width = max(len(r.label) for r in self.rows) + 2
+        lines = [f"largest heartbeat gap as heartmon received it; probes of {self.duration_s:g} s, "
+                 f"starved = gap > {STARVED_AFTER_INTERVALS} × the worker's own interval", "",
+                 ("worker".ljust(width) + "interval  " + "".join(f"  {p:<18}" for p in self.probes)).rstrip()]
+        for row in self.rows:
+            line = row.label.ljust(width) + f"{row.interval_ms:>6.0f} ms "
+            for probe in self.probes:
+                gap, starved = row.cells.get(probe), row.starved(probe)
+                line += f"{'–':>8}{'':12}" if gap is None else f"{gap:>8.0f} ms {'STARVED' if starved else 'ok':<8}"
+            lines.append(line.rstrip())
+        lines += [f"left out: {why}" for why in self.left_out]
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Stands where the monitor would: the sources tell it every beat, on its clock."""
+
+    def __init__(self) -> None:
+        self.beats: dict[str, list[float]] = defaultdict(list)
+        self.intervals: dict[str, float] = {}
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def heard(self, source: str, name: str, now: float, beat: Heard) -> None:
+        self.beats[name].append(now)
+        self.intervals[name] = beat.interval_s
+
+    def find(self, prefix: str) -> str | None:
+        return next((name for name in self.beats if name.startswith(prefix)), None)
+
+    # what else a source may say: nothing in it changes a gap
+    def hub_message(self, source: str, message: object, now: float) -> None: ...
+    def source_lost(self, source: str, now: float) -> None: ...
+    def listed(self, source: str, name: str, now: float, info: Heard) -> None: ...
+    def gone(self, source: str, name: str, now: float, reason: str) -> None: ...
+    def vouch(self, source: str, name: str, now: float, because: str | None) -> None: ...
+
+
+@dataclass
+class Subject:
+    """One worker of the experiment."""
+
+    label: str
+    prefix: str
+    """Its name as its source reports it, or the start of it."""
+    send: Callable[[str, float], Awaitable[None]]
+    probes: frozenset[str] | None = None
+    """The probes it can run; None for all of heartmon's."""
+
+
+async def run_systems(probes: list[str], duration_s: float, work: Path,
+                      progress: Callable[[str], None] = lambda line: None) -> SystemsMatrix:
+    from heartmon.sources.celery import from_url as celery_source
+    from heartmon.systems.celery_app import app as celery_app
+
+    recorder = Recorder()
+    processes = Processes(work)
+    tasks: list[asyncio.Task] = []
+    host = socket.gethostname()
+    try:
+        redis_port = _free_port()
+        processes.spawn("redis", [redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"])
+        broker = f"redis://127.0.0.1:{redis_port}/0"
+        sources: list[Source] = [celery_source(f"celery+redis://127.0.0.1:{redis_port}/0", Settings(),
+                                               _no_client)]
+        tasks += [asyncio.ensure_future(source.run(recorder)) for source in sources]
+        celery_app.conf.broker_url = broker
+        subjects: list[Subject] = []
+        for pool in CELERY_POOLS:
+            queue = f"heartmon-{pool}"
+            processes.spawn(f"celery-{pool}", [
+                sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker", f"--pool={pool}",
+                "--concurrency=1", "-Q", queue, "-n", f"{pool}@{host}",
+                "--heartbeat-interval", str(CELERY_INTERVAL_S), "--without-gossip", "--without-mingle",
+                "--loglevel=WARNING"], env={"CELERY_BROKER_URL": broker})
+            subjects.append(Subject(f"celery {pool}", f"{pool}@{host}", _celery_sender(celery_app, queue)))
+        progress(f"starting {len(subjects)} workers of real systems…")
+        try:
+            await until(lambda: all(len(recorder.beats[n]) >= 2 for s in subjects if (n := recorder.find(s.prefix))
+                                    ) and all(recorder.find(s.prefix) for s in subjects),
+                        READY_TIMEOUT_S, "the workers of real systems to connect and beat")
+        except PollTimeout as exc:
+            missing = [s.label for s in subjects if not recorder.find(s.prefix)]
+            raise SystemsError(f"{exc}; not heard: {', '.join(missing)}") from None
+        names = {s.label: recorder.find(s.prefix) or "" for s in subjects}
+        gaps: dict[str, dict[str, float | None]] = {s.label: {} for s in subjects}
+        for index, probe in enumerate(probes, 1):
+            progress(f"[{index}/{len(probes)}] {probe}: {duration_s:g} s in every worker…")
+            start = time.monotonic()
+            running = [s for s in subjects if s.probes is None or probe in s.probes]
+            await asyncio.gather(*(s.send(probe, duration_s) for s in running))
+            end = start + duration_s
+            try:
+                await until(lambda: all(largest_gap(recorder.beats[names[s.label]], start, end) is not None  # noqa: B023
+                                        for s in running),  # noqa: B023
+                            duration_s * 3 + 30, f"the first beats after {probe}")
+            except PollTimeout as exc:
+                raise SystemsError(str(exc)) from None
+            for s in subjects:
+                gap = largest_gap(recorder.beats[names[s.label]], start, end) if s in running else None
+                gaps[s.label][probe] = None if gap is None else round(gap * 1000, 1)
+            await asyncio.sleep(1.0)  # the last beats of a probe never count for the next one
+        rows = [Row(s.label, recorder.intervals[names[s.label]] * 1000, gaps[s.label]) for s in subjects]
+        return SystemsMatrix(duration_s, probes, rows)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(processes.stop)
+
+
+def _celery_sender(app, queue: str) -> Callable[[str, float], Awaitable[None]]:
+    async def send(probe: str, seconds: float) -> None:
+        await asyncio.to_thread(app.send_task, "heartmon.probe", args=[probe, seconds], queue=queue)
+    return send
+
+
+def _no_client():
+    raise RuntimeError("the experiment's sources make no HTTP requests")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
