@@ -1,0 +1,48 @@
+// A real Inngest Connect worker (the Node SDK, `inngest` 4) for heartmon's tests.
+//
+//   node inngest_worker.mjs NODE_PREFIX APP INSTANCE ISOLATE SPIN_FILE
+//
+// NODE_PREFIX is where the tests ran `npm install --prefix` (ESM does not read
+// NODE_PATH, so the SDK is loaded from there by path). ISOLATE is "true" or "false":
+// the SDK's `isolateExecution`, i.e. whether its WebSocket and heartbeats run on a
+// worker thread or on the main thread. When SPIN_FILE appears, the main thread reads a
+// number of seconds from it, deletes it, and spins (a busy loop, no awaits) that long:
+// the CPU-heavy code that starves a same-thread heartbeat. Where heartmon is, and how to
+// authenticate, come from the environment: INNGEST_BASE_URL, INNGEST_DEV or
+// INNGEST_SIGNING_KEY, and on Node 20 NODE_OPTIONS=--experimental-websocket.
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+
+const [prefix, app, instanceId, isolate, spinFile] = process.argv.slice(2);
+const require = createRequire(join(prefix, "package.json"));
+const { Inngest } = require("inngest");
+const { connect } = require("inngest/connect");
+
+const inngest = new Inngest({ id: app });
+const noop = inngest.createFunction(
+  { id: "noop", triggers: [{ event: "heartmon/noop" }] },
+  async () => null,
+);
+
+setInterval(() => {
+  if (!existsSync(spinFile)) return;
+  const seconds = Number(readFileSync(spinFile, "utf8"));
+  rmSync(spinFile);
+  console.log(`spinning the main thread for ${seconds} s`);
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    // CPU-bound work that never yields to the event loop
+  }
+  console.log("spin done");
+}, 50);
+
+const connection = await connect({
+  apps: [{ client: inngest, functions: [noop] }],
+  instanceId,
+  isolateExecution: isolate === "true",
+});
+console.log(`connected: ${connection.connectionId}`);
+await connection.closed;
+console.log("closed");
+process.exit(0);
