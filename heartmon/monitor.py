@@ -218,10 +218,14 @@ class Monitor:
                          if t.pid and t.host == self.hostname and t.state not in ("dead", "unknown")]
             readings = [(key, *_read_process(processes, key, pid, busy_percent)) for key, pid in local]
             now = self.now()
-            with self._lock:
-                for key, alive, busy in readings:
-                    self._fleet.evidence(now, key, alive, busy)
-                self._arm()
+            for key, alive, busy in readings:
+                self.pid_reading(key, now, alive, busy)
+
+    def pid_reading(self, key: Key, now: float, alive: bool, burning: bool) -> None:
+        """What the evidence loop read of a local worker's pid (a scripted fleet says it by hand)."""
+        with self._lock:
+            self._fleet.evidence(now, key, alive, burning)
+            self._arm()
 
     # --- what sources report (called on the ingest loop) --------------------------
 
@@ -286,8 +290,8 @@ class Monitor:
                            host=beat.host)
             else:
                 fleet.update(key, beat.interval_s, beat.pid, beat.host)
-            fleet.doing(key, beat.doing)
             fleet.beat(now, key, seq=beat.seq, latency_ms=beat.latency_ms)
+            fleet.doing(key, beat.doing)  # after: the beat that ends a silence names what ran during it
             self._arm()
 
     def listed(self, source: str, name: str, now: float, info: Heard) -> None:
