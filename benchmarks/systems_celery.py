@@ -43,7 +43,7 @@ def moves(monitor: Monitor, name: str, to: str) -> list[Transition]:
 def one_run(services: Services, redis: Redis) -> tuple[float, float]:
     """(silence when judged starved, seconds from SIGKILL to dead) for a fresh worker."""
     name = f"bench@{socket.gethostname()}"
-    worker = services.spawn("celery", [sys.executable, "-m", "celery", "-A", "tests.apps.celery_app", "worker",
+    worker = services.spawn("celery", [sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker",
                                        "--pool=solo", "--heartbeat-interval", "1", "-n", name, "--loglevel=INFO"],
                             env=python_env(CELERY_BROKER_URL=redis.url()), cwd=ROOT)
     source = f"celery+redis://127.0.0.1:{redis.port}/0"
@@ -54,7 +54,7 @@ def one_run(services: Services, redis: Redis) -> tuple[float, float]:
         wait_until(lambda: state() == "healthy", 60, f"{name} to beat (log {worker.log})")
         time.sleep(3)  # a few beats first: the gaps are the worker's, not its start's
         with Celery("bench_client", broker=redis.url()) as app:
-            app.send_task("tests.apps.celery_app.burn", args=[TASK_S])
+            app.send_task("heartmon.probe", args=["busy-python", TASK_S])
         starved = wait_until(lambda: moves(monitor, name, "starved"), 60, "starved")[0]
         wait_until(lambda: state() == "healthy", 60, "the recovery")
         time.sleep(2)

@@ -45,17 +45,18 @@ def settings() -> Settings:
 
 def start_worker(services: Services, redis: Redis, name: str = "solo", pool: str = "solo",
                  options: tuple[str, ...] = (), **env: str) -> Service:
-    argv = [sys.executable, "-m", "celery", "-A", "tests.apps.celery_app", "worker", f"--pool={pool}",
+    argv = [sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker", f"--pool={pool}",
             "--heartbeat-interval", "1", "-n", f"{name}@{HOST}", "--loglevel=INFO", *options]
     if pool == "prefork":
         argv += ["--concurrency", "2"]
     return services.spawn("celery", argv, env=python_env(CELERY_BROKER_URL=redis.url(), **env))
 
 
-def send(redis: Redis, task: str, seconds: float) -> None:
-    """Queues a task of the test app by name, from an app of the test's own."""
+def send(redis: Redis, probe: str, seconds: float) -> None:
+    """Queues heartmon's probe task (the app the systems experiment starts, too) from an
+    app of the test's own: ``busy-python`` burns the worker's CPU, ``sync-sleep`` only waits."""
     with Celery("heartmon_tests_client", broker=redis.url()) as app:
-        app.send_task(f"tests.apps.celery_app.{task}", args=[seconds])
+        app.send_task("heartmon.probe", args=[probe, seconds])
 
 
 def spec(redis: Redis, query: str = "") -> str:
@@ -110,7 +111,7 @@ def test_a_solo_worker_in_a_cpu_task_is_starved_never_dead_then_recovers(
     worker = start_worker(services, redis)
     source, name = spec(redis), f"solo@{HOST}"
     wait_state(monitor, source, name, "healthy", 60, worker)
-    send(redis, "burn", TASK_S)
+    send(redis, "busy-python", TASK_S)
     wait_state(monitor, source, name, "starved", 40, worker)
     starved = next(t for t in transitions(monitor, name) if t.to_state == "starved")
     assert starved.native == "Celery/Flower would show: offline"
@@ -129,8 +130,8 @@ def test_a_prefork_worker_in_the_same_task_stays_healthy(
     worker = start_worker(services, redis, name="prefork", pool="prefork")
     source, name = spec(redis), f"prefork@{HOST}"
     wait_state(monitor, source, name, "healthy", 60, worker)
-    send(redis, "burn", TASK_S)
-    send(redis, "nap", TASK_S)
+    send(redis, "busy-python", TASK_S)
+    send(redis, "sync-sleep", TASK_S)
     wait_until(lambda: detail(monitor, source, name).doing == "2 active tasks", 40,
                f"beats that say both tasks run (worker log {worker.log})")
     wait_until(lambda: detail(monitor, source, name).doing is None, 60, f"the tasks to end (worker log {worker.log})")
