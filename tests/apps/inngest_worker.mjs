@@ -43,6 +43,12 @@ const connection = await connect({
   isolateExecution: isolate === "true",
 });
 console.log(`connected: ${connection.connectionId}`);
+let state = "";
+setInterval(() => {
+  // Every change of the connection's state, for the tests: a RECONNECTING means the
+  // gateway failed the SDK (an unanswered heartbeat, a dropped socket).
+  if (connection.state !== state) console.log(`state ${(state = connection.state)}`);
+}, 20);
 await connection.closed;
 console.log("closed");
 process.exit(0);

@@ -99,6 +99,14 @@ def wait_beating(monitor: Monitor, name: str, worker: Service) -> RowView:
     return wait_until(beating, 60, f"{name} to connect and beat")
 
 
+def assert_one_connection(worker: Service) -> None:
+    """The SDK never had to reconnect: every heartbeat was answered (it gives up on a
+    connection after two unanswered ones). "Connection established" is the SDK's own log
+    line, once per connection; the state lines are the app's."""
+    out = worker.output()
+    assert out.count("Connection established") == 1 and "state ACTIVE" in out and "RECONNECTING" not in out, out
+
+
 def states_until(monitor: Monitor, name: str, done: Callable[[list[str]], bool], timeout_s: float) -> list[str]:
     """The worker's state every 50 ms until ``done(states so far)``, in order, repeats dropped."""
     seen: list[str] = []
@@ -122,6 +130,7 @@ def test_a_node_worker_spinning_its_only_thread_is_starved_not_dead_then_recover
         seen = states_until(monitor, name, lambda seen: seen[-2:] == ["starved", "healthy"], 60)
         assert "dead" not in seen, seen
         log = moves(monitor, name)
+        assert_one_connection(worker)
     starved = next(m for m in log if m.to_state == "starved")
     assert "Connect socket open" in starved.reason, starved
     assert starved.silence_s is not None and starved.silence_s < 5 * INTERVAL_MS / 1000 + 1.0, starved
@@ -141,6 +150,7 @@ def test_a_node_worker_with_isolated_execution_stays_healthy_through_the_same_sp
         seen = states_until(monitor, name, lambda _: "spin done" in worker.output(), 30)
         assert seen == ["healthy"], seen
         assert [(m.from_state, m.to_state) for m in moves(monitor, name)] == [], moves(monitor, name)
+        assert_one_connection(worker)
 
 
 def test_a_killed_node_worker_is_dead_at_once(services, node_sdk, tmp_path):
@@ -292,7 +302,7 @@ def test_bad_input_is_refused_one_line_each_and_a_real_worker_is_unaffected(serv
 
         assert rows(monitor)[name].state == "healthy"
         assert moves(monitor, name) == [], "the real worker never left healthy"
-        assert worker.proc.poll() is None
+        assert_one_connection(worker)
 
 
 # --- a token ----------------------------------------------------------------------------
