@@ -28,8 +28,6 @@ import math
 from typing import TYPE_CHECKING, TypeGuard
 
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from heartmon.backoff import backoff_delay
 from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus
@@ -93,7 +91,6 @@ class CelerySource:
         self._set(ingest, "connecting", "")
         while True:
             client = self.address.client()
-            client.set_retry(Retry(NoBackoff(), 0))  # heartmon retries, so that every loss is seen
             try:
                 async with client, client.pubsub() as pubsub:
                     await pubsub.psubscribe(self.pattern)

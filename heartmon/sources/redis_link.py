@@ -26,12 +26,15 @@ class RedisAddress:
         return f"{self.host}:{self.port}/{self.db}"
 
     def client(self):
-        """An asyncio redis-py client; imported here so that a missing extra is named
-        when the source is parsed (:func:`heartmon.sources.parse_source`)."""
+        """An asyncio redis-py client that does not retry on its own: the source retries,
+        with backoff, and says so on its status line, so every loss of the link is seen
+        (redis-py's default would spend seconds retrying one command silently)."""
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         return redis.asyncio.Redis(host=self.host, port=self.port, db=self.db, password=self.password,
-                                   socket_connect_timeout=2, health_check_interval=0)
+                                   socket_connect_timeout=2, health_check_interval=0, retry=Retry(NoBackoff(), 0))
 
 
 def redis_address(url: str, scheme: str, options: tuple[str, ...] = ()) -> RedisAddress:

@@ -46,8 +46,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from heartmon.backoff import backoff_delay
@@ -192,7 +190,6 @@ class RqSource:
 
     async def run(self, ingest: Ingest) -> None:
         client = self.address.client()
-        client.set_retry(Retry(NoBackoff(), 0))  # the source retries, with backoff, and says so
         script = client.register_script(READ_WORKERS)
         attempt = 0
         try:
