@@ -306,6 +306,11 @@ class Monitor:
         with self._lock:
             self._fleet.left(now, (source, name), reason)
 
+    def missing(self, source: str, name: str, now: float, reason: str) -> None:
+        with self._lock:
+            self._fleet.missing(now, (source, name), reason)
+            self._arm()
+
     def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
         with self._lock:
             self._fleet.vouch(now, (source, name), because)

@@ -81,6 +81,9 @@ class Ingest(Protocol):
         appears if it is new, so that its silence is judged; nothing else changes."""
     def gone(self, source: str, name: str, now: float, reason: str) -> None:
         """The system says the worker stopped (a clean shutdown, a closed connection): dead at once."""
+    def missing(self, source: str, name: str, now: float, reason: str) -> None:
+        """The source is back and cannot list the worker (a broker keeps no list): an
+        unknown worker gets ``dead_after`` intervals to be heard, then it is dead."""
     def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
         """Evidence of life besides beats, in words, or None when there is none (any more)."""
 

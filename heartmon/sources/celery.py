@@ -62,7 +62,7 @@ def from_url(url: str, settings: Settings, client: Client) -> CelerySource:
     namespace = address.options.get("namespace", DEFAULT_NAMESPACE)
     if not namespace or _PATTERN_SPECIALS.intersection(namespace):
         raise ValueError(f"the namespace must be an exchange name without * ? [ ] \\ or /, not {namespace!r}")
-    return CelerySource(address, namespace, settings.systems.reconnect_max_ms / 1000, settings.detector.dead_after)
+    return CelerySource(address, namespace, settings.systems.reconnect_max_ms / 1000)
 
 
 class CelerySource:
@@ -73,17 +73,14 @@ class CelerySource:
 
     kind = "celery"
 
-    def __init__(self, address: RedisAddress, namespace: str, reconnect_max_s: float, dead_after: float) -> None:
+    def __init__(self, address: RedisAddress, namespace: str, reconnect_max_s: float) -> None:
         self.address = address
         self.pattern = f"/{address.db}.{namespace}/worker.*"
         suffix = "" if namespace == DEFAULT_NAMESPACE else f"?namespace={namespace}"
         self.status = SourceStatus(f"{SCHEME}://{address.label}{suffix}")  # never the password
         self.reconnect_max_s = reconnect_max_s
-        self.dead_after = dead_after
-        self._known: dict[str, float] = {}
-        """Workers heard and not gone, with their freq."""
-        self._due_back: dict[str, float] = {}
-        """After a reconnect, when each worker known before the loss is dead if still unheard."""
+        self._known: set[str] = set()
+        """Workers heard and not gone."""
         self._lost = False
 
     async def run(self, ingest: Ingest) -> None:
@@ -110,7 +107,6 @@ class CelerySource:
         while True:
             message = await pubsub.get_message(timeout=LINK_CHECK_S)
             now = ingest.now()
-            self._expire(ingest, now)
             if message is None:
                 if asked:
                     raise ConnectionError(f"no answer to PING for {LINK_CHECK_S:g} s")
@@ -124,19 +120,14 @@ class CelerySource:
                 self._connected(ingest, now)
 
     def _connected(self, ingest: Ingest, now: float) -> None:
-        """Subscribed. Workers known before a loss are unknown until heard; one not heard
-        within ``dead_after`` of its freq stopped while the link was down (its
-        ``worker-offline``, if it sent one, was published to no one)."""
+        """Subscribed. Workers known before a loss are unknown until heard; Redis keeps
+        no list of them, so each gets ``dead_after`` intervals to be heard (one that
+        stopped while the link was down sent its ``worker-offline`` to no one)."""
         self._set(ingest, "connected", "")
         if self._lost:
-            self._due_back = {name: now + self.dead_after * freq for name, freq in self._known.items()}
+            for name in self._known:
+                ingest.missing(self.status.label, name, now, "not heard since the broker came back")
         self._lost = False
-
-    def _expire(self, ingest: Ingest, now: float) -> None:
-        for name in [name for name, due in self._due_back.items() if now >= due]:
-            del self._due_back[name]
-            self._known.pop(name, None)
-            ingest.gone(self.status.label, name, now, "not heard since the broker came back")
 
     def _take(self, ingest: Ingest, channel: bytes, data: bytes, now: float) -> None:
         try:
@@ -147,12 +138,11 @@ class CelerySource:
         if event is None:
             return
         hostname, beat = event
-        self._due_back.pop(hostname, None)
         if beat is None:
-            self._known.pop(hostname, None)
+            self._known.discard(hostname)
             ingest.gone(self.status.label, hostname, now, "worker-offline: clean shutdown")
         else:
-            self._known[hostname] = beat.interval_s
+            self._known.add(hostname)
             ingest.heard(self.status.label, hostname, now, beat)
 
     def _set(self, ingest: Ingest, link: Link, detail: str) -> None:

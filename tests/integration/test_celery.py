@@ -227,7 +227,7 @@ def test_a_broker_restart_makes_workers_unknown_then_back(services: Services, re
     wait_until(lambda: monitor.view().sources[0].link == "connected", 30, "the source to reconnect")
     wait_state(monitor, source, f"stays@{HOST}", "healthy", 60, stays)
     wait_state(monitor, source, f"dies@{HOST}", "dead", 60, dies)
-    assert transitions(monitor, f"dies@{HOST}")[-1].reason == "not heard since the broker came back"
+    assert transitions(monitor, f"dies@{HOST}")[-1].reason == "not back since its source returned"
 
 
 def test_a_custom_event_exchange_is_heard_with_its_namespace(services: Services, redis: Redis) -> None:
