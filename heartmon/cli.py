@@ -24,7 +24,7 @@ from heartmon.agent import Agent, AgentConfig
 from heartmon.commands import Answer, HubClient
 from heartmon.config import ConfigError, Settings, load_settings
 from heartmon.detector import AVAILABLE
-from heartmon.fleet import FleetSpecError, parse_fleet_spec
+from heartmon.fleet import FleetSpecError, parse_fleet_spec, state_dir
 from heartmon.hub import Hub
 from heartmon.lifeline import die_with_parent
 from heartmon.matrix import Matrix, MatrixError, run_matrix
@@ -450,7 +450,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             from heartmon.systems.experiment import run_systems  # imports Celery: only when asked
 
             with tempfile.TemporaryDirectory(prefix="heartmon-systems-") as work:
-                systems = await run_systems(registry.names(), duration, Path(work), progress)
+                # the Node SDK is kept with heartmon's other state, and reused by the next run
+                systems = await run_systems(registry.names(), duration, Path(work), state_dir() / "node", progress)
             result = systems.beside(result)
 
     try:

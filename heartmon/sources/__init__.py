@@ -99,13 +99,13 @@ class Source(Protocol):
 Client = Callable[[], httpx.AsyncClient]
 """The monitor's one long-lived HTTP client, available once ingest runs."""
 
-KINDS: dict[str, tuple[str, str]] = {
+KINDS: dict[str, tuple[str, str | None]] = {
     "celery+redis": ("heartmon.sources.celery", "celery"),
     "rq+redis": ("heartmon.sources.rq", "rq"),
-    "inngest": ("heartmon.sources.inngest", "inngest"),
+    "inngest": ("heartmon.sources.inngest", None),
 }
-"""Scheme -> (module, the extra that installs what it needs). Each module has a
-``from_url(url, settings, client)`` that checks the URL and builds the source."""
+"""Scheme -> (module, the extra that installs its client, if it needs one). Each module
+has a ``from_url(url, settings, client)`` that checks the URL and builds the source."""
 
 SYNTAX = ("expected ws://HOST:PORT or HOST:PORT (a hub), [NAME=]http(s)://… (a health endpoint), "
           "celery+redis://HOST:PORT/DB, rq+redis://HOST:PORT/DB or inngest://HOST:PORT")
@@ -145,7 +145,7 @@ def _system(spec: str, scheme: str, url: str, settings: Settings, client: Client
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("heartmon"):
+        if extra is None or (exc.name or "").startswith("heartmon"):
             raise
         raise SourceError(f"source {spec!r} needs {exc.name}: pip install 'heartmon[{extra}]'") from None
     try:

