@@ -164,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
     matrix.add_argument("--duration", type=_positive_float,
                         help=f"seconds per probe (default: 2, with --systems {SYSTEMS_DURATION_S:g})")
+    matrix.add_argument("--probe", action="append", dest="probes", metavar="NAME",
+                        help="run only this probe (repeat for more; default: every probe)")
     matrix.add_argument("--systems", action="store_true",
                         help="also run the probes through real Celery (solo, threads, prefork) and Inngest SDK "
                              "workers, beside heartmon's own (needs heartmon[systems]; Node rows need node)")
@@ -441,17 +443,21 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     result: Matrix | SystemsMatrix | None = None
     registry = load_registry()
+    unknown = [name for name in args.probes or () if name not in registry.names()]
+    if unknown:
+        raise UsageError(f"unknown probe {unknown[0]!r}; known: {', '.join(registry.names())}")
+    probes = list(dict.fromkeys(args.probes or registry.names()))
 
     async def main() -> None:
         nonlocal result
         duration = args.duration or (SYSTEMS_DURATION_S if args.systems else 2.0)
-        result = await run_matrix(registry, duration, args.interval_ms, progress)
+        result = await run_matrix(registry, duration, args.interval_ms, progress, probes)
         if args.systems:
             from heartmon.systems.experiment import run_systems  # imports Celery: only when asked
 
             with tempfile.TemporaryDirectory(prefix="heartmon-systems-") as work:
                 # the Node SDK is kept with heartmon's other state, and reused by the next run
-                systems = await run_systems(registry.names(), duration, Path(work), state_dir() / "node", progress)
+                systems = await run_systems(probes, duration, Path(work), state_dir() / "node", progress)
             result = systems.beside(result)
 
     try:

@@ -102,7 +102,9 @@ async def run_matrix(
     duration_s: float,
     interval_ms: int,
     progress: Callable[[str], None] = lambda line: None,
+    probes: list[str] | None = None,
 ) -> Matrix:
+    """``probes``: the registry's names to run, all of them by default."""
     hub = Hub(registry, max_duration_s=max(60.0, duration_s))
     recorder = _Recorder()
     hub.listeners.append(recorder)
@@ -119,7 +121,7 @@ async def run_matrix(
                 progress(f"starting {len(names)} workers (one per isolation mode)…")
                 await until(lambda: all(len(recorder.beats[n]) >= 3 for n in names.values()),
                             JOIN_TIMEOUT_S, "the workers to connect and beat")
-                probes = registry.names()
+                probes = probes or registry.names()
                 for index, probe in enumerate(probes, 1):
                     progress(f"[{index}/{len(probes)}] {probe}: {duration_s:g} s in all three workers…")
                     start = time.time()

@@ -132,7 +132,8 @@ async def run_systems(probes: list[str], duration_s: float, work: Path, node_pre
     recorder = Recorder()
     processes = Processes(work)
     tasks: list[asyncio.Task] = []
-    notes: list[str] = []
+    notes = [f"inngest python beats every {INNGEST_PYTHON_HEARTBEAT_S} s through the SDK's test hook "
+             "(its default, 10 s, has no public setting)"]
     try:
         subjects: list[Subject] = []
         for starter in (_start_celery, _start_inngest):

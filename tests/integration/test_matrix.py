@@ -3,6 +3,7 @@ on the event loop starves under every probe, one in a thread survives only pure 
 calls that release the GIL, one in a separate process survives everything."""
 
 import json
+import os
 import subprocess
 
 from tests.harness import HEARTMON
@@ -36,3 +37,42 @@ def test_matrix_reproduces_the_gil_table():
         if isolation == "process":  # never far from its interval
             assert cell["max_gap_ms"] < 150, (probe, cell)
     assert "[5/5]" in result.stderr  # the progress display
+
+
+SYSTEMS_EXPECTED = {
+    # (worker, probe): starved? None where the worker has no such probe.
+    ("heartmon none", "busy-python"): True, ("heartmon none", "gil-hold"): True,
+    ("heartmon process", "busy-python"): False, ("heartmon process", "gil-hold"): False,
+    ("celery solo", "busy-python"): True, ("celery solo", "gil-hold"): True,
+    ("celery threads", "busy-python"): False, ("celery threads", "gil-hold"): True,
+    ("celery prefork", "busy-python"): False, ("celery prefork", "gil-hold"): False,
+    ("inngest python", "busy-python"): False, ("inngest python", "gil-hold"): True,
+    ("inngest node, isolateExecution on", "busy-python"): False,
+    ("inngest node, isolateExecution on", "gil-hold"): None,
+    ("inngest node, isolateExecution off", "busy-python"): True,
+}
+
+
+def test_matrix_systems_puts_the_seed_incidents_software_beside_heartmons_agents(tmp_path):
+    """The seed incident's table with real Celery pools and real Inngest SDK workers: a
+    heartbeat on the worker's only thread (Celery solo, Node without isolated execution)
+    starves as heartmon's `none` does; prefork and isolated execution do not; threads
+    survive pure Python but not a call that holds the GIL. No process outlives it (the
+    session's check)."""
+    result = subprocess.run(
+        [*HEARTMON, "matrix", "--systems", "--probe", "busy-python", "--probe", "gil-hold", "--duration", "5",
+         "--json"],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    matrix = json.loads(result.stdout)
+    assert matrix["probes"] == ["busy-python", "gil-hold"]
+    rows = {row["label"]: row for row in matrix["rows"]}
+    got = {}
+    for (label, probe) in SYSTEMS_EXPECTED:
+        row = rows[label]
+        gap = row["cells"][probe]
+        got[label, probe] = None if gap is None else gap > 3 * row["interval_ms"]
+    assert got == SYSTEMS_EXPECTED, "\n" + result.stderr
+    assert rows["celery solo"]["interval_ms"] == 1000
+    assert any("test hook" in note for note in matrix["notes"])
