@@ -19,7 +19,8 @@ STATE_STYLE: dict[State, str] = {"healthy": "green", "busy": "bold blue", "late"
 
 COLUMNS = ("worker", "isolation", "state", "last beat", "interval", "p99 gap", "max gap", "blocked", "missed",
            "episodes")
-WIDTHS = (14, 9, 10, 9, 8, 8, 8, 8, 6, 8)
+WIDTHS = (22, 9, 10, 9, 8, 8, 8, 8, 6, 8)
+"""The worker's name is wide: Celery nodenames and Inngest app/instance ids are long."""
 STATE_COLUMN = COLUMNS.index("state")
 DROP_FIRST = ("interval", "p99 gap", "episodes", "max gap", "missed")
 """On a narrow terminal these columns give way, in this order, so that the strip stays."""

@@ -77,7 +77,10 @@ class FleetTable(ScrollView, can_focus=True):
         """The new frozen rows; drawn lazily, on screen only. The cursor follows its
         worker when the order changes."""
         self.view = view
-        self.show_source = len(view.sources) > 1
+        # Two sources of one kind (two hubs, two brokers) may each have a worker-1: then a
+        # name says its source. Workers of different kinds are told apart by their kind.
+        kinds = [source.kind for source in view.sources]
+        self.show_source = len(kinds) != len(set(kinds))
         size = Size(fixed_width(layout(self.size.width)) + self.strip_width, view.matching + 1)
         if size != self.virtual_size:
             self.virtual_size = size

@@ -7,6 +7,7 @@ import httpx
 
 from heartmon.commands import HubClient
 from heartmon.config import Settings
+from heartmon.detector import Key
 from heartmon.monitor import Monitor
 from heartmon.protocol import (
     Snapshot,
@@ -16,6 +17,7 @@ from heartmon.protocol import (
     WorkerProbeFinished,
     WorkerProbeStarted,
 )
+from heartmon.sources import Heard
 from heartmon.tui.app import HeartmonApp
 from heartmon.view import ViewRequest
 
@@ -41,10 +43,14 @@ class FakeClock:
 
 
 class Script:
-    def __init__(self, fleet=FLEET) -> None:
+    def __init__(self, fleet=FLEET, systems: tuple[str, ...] = ()) -> None:
         self.clock = FakeClock()
-        self.monitor = Monitor(Settings(), [HUB], clock=self.clock, epoch_offset=EPOCH, hostname="this-host")
-        self.monitor.sources[0].status.link = "connected"  # a scripted link: nothing really connects
+        self.monitor = Monitor(Settings(), [HUB, *systems], clock=self.clock, epoch_offset=EPOCH,
+                               hostname="this-host")
+        for source in self.monitor.sources:
+            source.status.link = "connected"  # a scripted link: nothing really connects
+        self.foreign: dict[Key, tuple[Heard, float]] = {}
+        """Workers of other systems: what each beat says, and when the next one is due."""
         self.seq = {name: 0 for name, _ in fleet}
         self.blocked: dict[str, float] = {}
         infos = [WorkerInfo(worker=name, isolation=iso, pid=4000 + i, host="fleet-host", interval_ms=100,
@@ -61,6 +67,10 @@ class Script:
         for _ in range(round(seconds / INTERVAL)):
             self.clock.t = round(self.clock.t + INTERVAL, 6)
             gone = self.gone
+            for key, (heard, due) in self.foreign.items():
+                if self.clock.t >= due and key[1] not in silent:
+                    self.monitor.heard(*key, self.clock.t, heard)
+                self.foreign[key] = heard, due + heard.interval_s if self.clock.t >= due else due
             for i, name in enumerate(self.seq):
                 self.seq[name] += 1
                 if name in silent or name in gone:
@@ -83,6 +93,11 @@ class Script:
     def state(self, name: str) -> str | None:
         view = self.monitor.view(ViewRequest(height=len(self.seq)))
         return next((row.state for row in view.rows if row.name == name), None)
+
+    def join(self, source: str, name: str, heard: Heard) -> None:
+        """A worker of another system, beating from now on at its interval."""
+        self.monitor.heard(source, name, self.clock.t, heard)
+        self.foreign[(source, name)] = heard, self.clock.t + heard.interval_s
 
     def probe(self, worker: str, probe: str, duration: float, id: str = "a1b2c3") -> None:
         self.feed(WorkerProbeStarted(worker=worker, id=id, probe=probe, duration_s=duration, recv_at=0))
@@ -152,4 +167,27 @@ def none_available() -> Script:
     script.probe("none-1", "gil-hold", 5)
     script.probe("none-2", "regex-backtrack", 5, id="b2")
     script.run(1.2, silent=("none-1", "none-2"))
+    return script
+
+
+CELERY = "celery+redis://127.0.0.1:6379/0"
+INNGEST = "inngest://127.0.0.1:8289"
+SOLO = "solo@fleet-host"
+
+
+def systems() -> Script:
+    """heartmon's own workers beside real systems: a Celery solo worker 6 s into a long
+    CPU-bound task (starved: its pid burns CPU, while Celery's own rule already says
+    offline), a prefork worker running the same task, and two Node Inngest workers 6 s
+    into a spin of their main thread, one with isolated execution (healthy) and one
+    without (starved: its Connect socket is open)."""
+    script = Script(fleet=FLEET[:2], systems=(CELERY, INNGEST))
+    for name, pid in ((SOLO, 5001), ("prefork@fleet-host", 5002)):
+        script.join(CELERY, name, Heard(1.0, "celery", pid=pid, host="this-host"))
+    for name in ("shop/isolated", "shop/same-thread"):
+        script.join(INNGEST, name, Heard(1.0, "inngest", host="127.0.0.1"))
+        script.monitor.vouch(INNGEST, name, script.clock.t, "Connect socket open")
+    script.run(10)
+    script.monitor.pid_reading((CELERY, SOLO), script.clock.t, True, True)
+    script.run(6, silent=(SOLO, "shop/same-thread"))
     return script

@@ -8,6 +8,7 @@ deliberate change with `pytest tests/tui --snapshot-update`, then look at the SV
 
 from textual.widgets import Input
 
+from heartmon.tui.screens import DetailScreen
 from tests.tui import scripted
 
 WIDE = (130, 34)
@@ -80,3 +81,17 @@ def test_a_lost_hub_shows_its_workers_unknown(snap_compare):
 
 def test_starvation_at_80x24(snap_compare):
     assert snap_compare(scripted.starving().app(), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_real_systems_beside_heartmons_own_workers(snap_compare):
+    assert snap_compare(scripted.systems().app(), terminal_size=WIDE, run_before=_settle)
+
+
+def test_a_starved_celery_worker_says_what_celery_would_show(snap_compare):
+    script = scripted.systems()
+
+    async def open_solo(pilot) -> None:
+        pilot.app.push_screen(DetailScreen((scripted.CELERY, scripted.SOLO)))
+        await _settle(pilot)
+
+    assert snap_compare(script.app(), terminal_size=WIDE, run_before=open_solo)
