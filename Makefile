@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tui.py --workers 10000 --rate 1 --seconds $(TUI_SECONDS) --runs $(RUNS) --burn $(BURN)
 	$(BIN)/python benchmarks/tui.py --idle --workers 1000,10000 --seconds 10 --runs $(RUNS)
 	$(BIN)/python benchmarks/hub_abuse.py
+	$(BIN)/python benchmarks/systems.py --runs $(RUNS)
 
 screenshots: $(STAMP)
 	$(BIN)/python screenshots/generate.py
