@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -60,6 +60,14 @@ class MonitorSettings(BaseModel):
     evidence_ms: int = Field(500, gt=0, description="how often local worker pids are checked for life and CPU use")
     busy_cpu_percent: float = Field(50.0, gt=0, le=100,
                                     description="a local pid above this CPU use is evidence of life")
+    idle_cpu_percent: float = Field(10.0, ge=0, le=100,
+                                    description="a pid that was burning CPU counts as idle again only below this")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> MonitorSettings:
+        if self.idle_cpu_percent > self.busy_cpu_percent:
+            raise ValueError("idle_cpu_percent must not exceed busy_cpu_percent")
+        return self
 
 
 class SystemsSettings(BaseModel):

@@ -19,7 +19,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import httpx
 import psutil
@@ -208,18 +208,20 @@ class Monitor:
 
     async def _evidence(self) -> None:
         """Local workers: is the pid still there, is it burning CPU?"""
-        every = self.settings.monitor.evidence_ms / 1000
-        busy_percent = self.settings.monitor.busy_cpu_percent
+        m = self.settings.monitor
+        every = m.evidence_ms / 1000
         processes: dict[Key, psutil.Process] = {}
+        burning = Burning(m.busy_cpu_percent, m.idle_cpu_percent)
         while True:
             await asyncio.sleep(every)
             with self._lock:
                 local = [(t.key, t.pid) for t in self._fleet.trackers.values()
                          if t.pid and t.host == self.hostname and t.state not in ("dead", "unknown")]
-            readings = [(key, *_read_process(processes, key, pid, busy_percent)) for key, pid in local]
+            readings = [(key, *_read_process(processes, key, pid)) for key, pid in local]
             now = self.now()
-            for key, alive, busy in readings:
-                self.pid_reading(key, now, alive, busy)
+            for key, alive, percent in readings:
+                self.pid_reading(key, now, alive, burning.reading(key, alive, percent))
+            burning.keep(key for key, _ in local)
 
     def pid_reading(self, key: Key, now: float, alive: bool, burning: bool) -> None:
         """What the evidence loop read of a local worker's pid (a scripted fleet says it by hand)."""
@@ -317,18 +319,42 @@ class Monitor:
             self._arm()
 
 
-def _read_process(cache: dict[Key, psutil.Process], key: Key, pid: int, busy_percent: float) -> tuple[bool, bool]:
-    """(alive, burning CPU) for a local pid; a zombie counts as gone."""
+class Burning:
+    """Whether each local pid is burning CPU, with hysteresis: burning starts above
+    ``busy`` percent and ends only below ``idle``. On a machine with more CPU-bound
+    processes than cores, a starved worker's share of a core flickers around any single
+    line, and one low reading must not take its evidence of life away (it would be
+    called dead while it works)."""
+
+    def __init__(self, busy: float, idle: float) -> None:
+        self.busy, self.idle = busy, idle
+        self._on: set[Key] = set()
+
+    def reading(self, key: Key, alive: bool, percent: float) -> bool:
+        if alive and (percent >= self.busy or (key in self._on and percent >= self.idle)):
+            self._on.add(key)
+            return True
+        self._on.discard(key)
+        return False
+
+    def keep(self, keys: Iterable[Key]) -> None:
+        """Forgets the pids no longer watched."""
+        self._on.intersection_update(keys)
+
+
+def _read_process(cache: dict[Key, psutil.Process], key: Key, pid: int) -> tuple[bool, float]:
+    """(alive, CPU percent since the last reading) for a local pid; a zombie counts as
+    gone. A pid of another user (AccessDenied) is alive, its CPU unknown: 0."""
     try:
         proc = cache.get(key)
         if proc is None or proc.pid != pid:
             proc = cache[key] = psutil.Process(pid)
             proc.cpu_percent(None)  # the first reading only starts the measurement
         if proc.status() == psutil.STATUS_ZOMBIE:
-            return False, False
-        return True, proc.cpu_percent(None) >= busy_percent
+            return False, 0.0
+        return True, proc.cpu_percent(None)
     except psutil.NoSuchProcess:
         cache.pop(key, None)
-        return False, False
+        return False, 0.0
     except psutil.AccessDenied:
-        return True, False
+        return True, 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -37,9 +38,8 @@ than it takes a test to be slow."""
 
 def settings() -> Settings:
     """Thresholds for a 1 s interval, as defaults (late 2 s, starved 5 s, dead 10 s) but
-    late at 3 s, so that a prefork worker's timer delayed by a loaded machine is not
-    late; a burning pid counts from 20 % CPU, so that a shared core still vouches for it."""
-    return Settings(detector={"late_after": 3.0}, monitor={"busy_cpu_percent": 20.0},
+    late at 3 s, so that a prefork worker's timer delayed by a loaded machine is not late."""
+    return Settings(detector={"late_after": 3.0},
                     systems={"reconnect_max_ms": 1000})
 
 
@@ -108,9 +108,14 @@ def test_an_idle_worker_is_healthy_and_known_by_its_pid(services: Services, redi
 
 def test_a_solo_worker_in_a_cpu_task_is_starved_never_dead_then_recovers(
         services: Services, redis: Redis, monitor: Monitor) -> None:
+    """On a machine with more CPU-bound processes than cores (a burner per core beside
+    the worker), the worker's share of a core flickers around the busy line for longer
+    than the dead threshold: it must stay starved, as on a quiet machine."""
     worker = start_worker(services, redis)
     source, name = spec(redis), f"solo@{HOST}"
     wait_state(monitor, source, name, "healthy", 60, worker)
+    for core in range(os.cpu_count() or 2):
+        services.spawn(f"burner-{core}", [sys.executable, "-c", "while True: pass"])
     send(redis, "busy-python", TASK_S)
     wait_state(monitor, source, name, "starved", 40, worker)
     starved = next(t for t in transitions(monitor, name) if t.to_state == "starved")

@@ -6,7 +6,7 @@ import time
 import httpx
 
 from heartmon.config import load_settings
-from heartmon.monitor import Monitor
+from heartmon.monitor import Burning, Monitor
 from heartmon.protocol import Snapshot, WorkerBeat, WorkerInfo
 from heartmon.view import ViewRequest
 from tests.harness import wait_until
@@ -121,3 +121,21 @@ def test_the_monitor_does_not_convict_workers_for_its_own_stall():
             clock.advance(0.1)
             time.sleep(0.05)
         wait_until(lambda: _row(monitor, "w").state == "starved", 5, "the silence after the stall to starve it")
+
+
+def test_a_burning_pid_stays_burning_while_its_share_of_a_core_flickers():
+    """Three CPU-bound processes on two cores get about two thirds of a core each, read
+    every half second as 80 %, 45 %, 30 %…: a starved worker among them must keep its
+    evidence of life, or it is called dead while it works. Idle (a sleeping task) ends it."""
+    burning = Burning(busy=50, idle=10)
+    key = ("celery+redis://127.0.0.1:6379/0", "solo@host")
+    assert not burning.reading(key, True, 30)  # never burned: 30 % is not evidence
+    assert [burning.reading(key, True, p) for p in (80, 45, 30, 12, 60)] == [True] * 5
+    assert not burning.reading(key, True, 5)  # it stopped working
+    assert not burning.reading(key, True, 30)  # and must pass the busy line again
+    assert burning.reading(key, True, 95)
+    assert not burning.reading(key, False, 95)  # gone is gone
+    other = ("celery+redis://127.0.0.1:6379/0", "other@host")
+    burning.reading(other, True, 99)
+    burning.keep([key])
+    assert not burning.reading(other, True, 30)  # forgotten once no longer watched
