@@ -6,7 +6,7 @@ CPU, so heartmon says starved, not dead. Then the other ways a worker goes quiet
 SIGKILL, a clean stop, the broker itself going away) and the events it cannot read.
 
 Bounds are generous (tens of seconds): CI has two loaded cores; timing is measured in
-``benchmarks/systems_celery.py``, not here.
+``benchmarks/systems.py``, not here.
 """
 
 from __future__ import annotations
