@@ -66,7 +66,7 @@ from heartmon.polling import PollTimeout, wait_until  # noqa: E402
 from heartmon.view import RowView, ViewRequest  # noqa: E402
 from tests.harness import free_port  # noqa: E402
 from tests.node import install_node_sdk  # noqa: E402
-from tests.systems import Redis, Service, Services, python_env, start_redis  # noqa: E402
+from tests.systems import Redis, Service, Services, python_env, start_asgi, start_redis  # noqa: E402
 
 LOAD_S = 9.0
 """How long each worker's beating thread is held: past the starved threshold (5 s at a
@@ -256,17 +256,8 @@ def inngest_run(ctx: Context, run: int) -> Figures:
 
 def http_run(ctx: Context, run: int) -> Figures:
     port = free_port()
-    service = ctx.services.spawn("uvicorn", [sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app",
-                                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                 env=python_env(), cwd=ROOT)
     hogs: list[threading.Thread] = []
-
-    def serving() -> bool:
-        assert service.proc.poll() is None, f"uvicorn exited: {service.output()}"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+    service = start_asgi(ctx.services, port)
 
     def load() -> None:
         def hog() -> None:
@@ -279,9 +270,7 @@ def http_run(ctx: Context, run: int) -> Figures:
         hogs[-1].start()
 
     try:
-        wait_until(serving, WAIT_S, "uvicorn to serve /healthz")
-        settings = Settings()
-        with Monitor(settings, [f"api=http://127.0.0.1:{port}/healthz"]) as monitor:
+        with Monitor(Settings(), [f"api=http://127.0.0.1:{port}/healthz"]) as monitor:
             return measure(monitor, "api", service, load)
     finally:
         service.stop()

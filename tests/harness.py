@@ -75,12 +75,7 @@ class Running:
 
     def remember_tree(self) -> list[psutil.Process]:
         """Records every descendant seen so far, so that cleanup can find orphans too."""
-        try:
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
-                self.tree.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-        return list(self.tree.values())
+        return remember_descendants(self.proc.pid, self.tree)
 
     def read_until(self, pattern: str, timeout_s: float = 20.0) -> re.Match:
         """Reads the process's stdout until a line matches; the lines are kept."""
@@ -119,6 +114,16 @@ class Running:
         if self.proc.stdout:
             self.proc.stdout.close()
         return leaks
+
+
+def remember_descendants(pid: int, tree: dict[int, psutil.Process]) -> list[psutil.Process]:
+    """Adds every descendant of ``pid`` alive now to ``tree``; returns all it holds."""
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            tree.setdefault(child.pid, child)
+    except psutil.NoSuchProcess:
+        pass
+    return list(tree.values())
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

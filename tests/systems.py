@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from heartmon.polling import wait_until
-from tests.harness import free_port, wait_gone
+from tests.harness import free_port, remember_descendants, wait_gone
 
 SESSION_TAG = "HEARTMON_TEST_SESSION"
 STOP_GRACE_S = 10.0
@@ -46,12 +46,7 @@ class Service:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def remember_tree(self) -> list[psutil.Process]:
-        try:
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
-                self.tree.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-        return list(self.tree.values())
+        return remember_descendants(self.proc.pid, self.tree)
 
     def children(self) -> list[psutil.Process]:
         try:
@@ -133,10 +128,13 @@ class Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, db=db, socket_timeout=5)
 
 
-def start_redis(services: Services, port: int | None = None) -> Redis:
-    """A real redis-server on loopback: no disk, no persistence, ready when it answers PING."""
+def start_redis(services: Services, port: int | None = None, directory: Path | None = None) -> Redis:
+    """A real redis-server on loopback, ready when it answers PING. No persistence, unless
+    ``directory`` is given: then it keeps its data there across a restart (SHUTDOWN SAVE),
+    as a production Redis with persistence does."""
     port = port or free_port()
-    service = services.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+    where = ["--dir", str(directory)] if directory is not None else []
+    service = services.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", *where,
                                        "--save", "", "--appendonly", "no", "--daemonize", "no"])
     redis = Redis(service, port)
     client = redis.client()
@@ -162,3 +160,22 @@ def python_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def start_asgi(services: Services, port: int) -> Service:
+    """The plain web service of tests/apps/asgi_app.py on uvicorn, ready when it serves /healthz."""
+    import httpx
+
+    service = services.spawn("uvicorn", [sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app",
+                                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                             env=python_env(), cwd=Path(__file__).resolve().parent.parent)
+
+    def serving() -> bool:
+        assert service.proc.poll() is None, f"uvicorn exited: {service.output()}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(serving, 30, "uvicorn to serve /healthz")
+    return service

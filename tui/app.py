@@ -77,8 +77,7 @@ class HeartmonApp(App):
         self.view = FleetView(at=0.0, wall_offset=0.0)
         """The newest view: everything the screens show comes from here."""
         self._seen = 0
-        # Held, not queried: the tick and arriving views use them without a lookup, and
-        # can tell when the screen is being torn down on quit.
+        # Held, not queried: the tick and arriving views use them without a lookup.
         self.table = FleetTable(id="fleet")
         self.log_view = RichLog(id="events", max_lines=LOG_LINES, wrap=False, markup=False)
         self.filter_box = Input(placeholder="filter by name, isolation or state (esc clears)", id="filter")
@@ -116,9 +115,9 @@ class HeartmonApp(App):
 
     def ask(self) -> None:
         """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`."""
+        if not self.is_running:
+            return  # quitting: the screens are being torn down, and a tick may still fire
         table = self.table
-        if not table.is_mounted:
-            return  # quitting: the screen is gone, and a tick may still fire
         offset, height = table.rows_wanted
         detail = self.screen.worker if isinstance(self.screen, DetailScreen) else None
         self.feed.request(ViewRequest(
@@ -133,8 +132,8 @@ class HeartmonApp(App):
 
     def _on_view(self, view: FleetView) -> None:
         self.view = view
-        if not self.table.is_mounted:
-            return  # quitting: a view may still arrive after the screen is gone
+        if not self.is_running:
+            return  # quitting: a view may still arrive while the screens are torn down
         self._show_sources(view)
         self._show_summary(view)
         table = self.table

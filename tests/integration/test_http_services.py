@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 
@@ -17,23 +16,7 @@ from heartmon.config import load_settings
 from heartmon.monitor import Monitor
 from heartmon.view import ViewRequest
 from tests.harness import free_port, wait_until
-from tests.systems import Service, Services, python_env
-
-
-def start_service(services: Services, port: int) -> Service:
-    service = services.spawn("uvicorn", [sys.executable, "-m", "uvicorn", "tests.apps.asgi_app:app",
-                                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                             env=python_env())
-
-    def serving() -> bool:
-        assert service.proc.poll() is None, f"uvicorn exited: {service.output()}"
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(serving, 30, "uvicorn to serve /healthz")
-    return service
+from tests.systems import start_asgi
 
 
 def hog(port: int, seconds: float) -> threading.Thread:
@@ -53,7 +36,7 @@ def test_events_shows_a_service_hogging_its_loop_as_starved_then_recovered(servi
     keeps uvicorn's only loop for 8 s. Before, this was late and never starved: a busy
     service and a dead one looked the same."""
     port = free_port()
-    start_service(services, port)
+    start_asgi(services, port)
     events = launch("events", f"api=http://127.0.0.1:{port}/healthz", "--json", ready=None)
     time.sleep(2.5)  # a few answered polls first
     hog(port, 8).join(30)
@@ -77,7 +60,7 @@ def _settings():
 
 def test_a_killed_service_is_dead_at_once_and_comes_back_when_restarted(services):
     port = free_port()
-    service = start_service(services, port)
+    service = start_asgi(services, port)
     with Monitor(_settings(), [f"api=http://127.0.0.1:{port}/healthz"]) as monitor:
         wait_until(lambda: (r := row(monitor, "api")) and r.state == "healthy" and r.p99_s is not None, 30,
                    "the service to be healthy")
@@ -91,7 +74,7 @@ def test_a_killed_service_is_dead_at_once_and_comes_back_when_restarted(services
         assert death.reason == "process gone", death
         # its pid was gone: no need to wait out the dead threshold (10 × 200 ms)
         assert time.monotonic() - killed < 30
-        start_service(services, port)
+        start_asgi(services, port)
         wait_until(lambda: row(monitor, "api").state == "healthy", 30, "the restarted service to be healthy")
 
 

@@ -27,7 +27,7 @@ from heartmon.sources import Heard, SourceStatus
 from heartmon.sources.rq import RqSource, from_url, interval_of
 from heartmon.view import DetailView, RowView, ViewRequest
 from tests.harness import free_port, wait_until
-from tests.systems import Redis, Service, Services, python_env, redis_server_binary
+from tests.systems import Redis, Service, Services, python_env, start_redis
 
 WORKER_TTL = 16
 """RQ's idle rhythm is max(1, worker_ttl - 15): one beat a second."""
@@ -276,28 +276,9 @@ def test_a_garbage_worker_hash_is_refused_once_and_the_others_are_unaffected(
         wait_until(lambda: status(monitor).refused == 5, 10, "the changed hash to be refused again")
 
 
-def start_persistent_redis(services: Services, port: int, directory: Path) -> Redis:
-    """A redis-server that keeps its data in ``directory`` across a restart (SHUTDOWN SAVE),
-    as a production Redis with persistence does."""
-    service = services.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                                       "--dir", str(directory), "--save", "", "--appendonly", "no"])
-    redis = Redis(service, port)
-    client = redis.client()
-
-    def answers() -> bool:
-        assert service.proc.poll() is None, service.output()
-        try:
-            return bool(client.ping())
-        except Exception:
-            return False
-
-    wait_until(answers, 20, "redis-server to answer PING")
-    return redis
-
-
 def test_a_redis_restart_makes_workers_unknown_then_healthy_again(services: Services, tmp_path: Path) -> None:
     port = free_port()
-    redis = start_persistent_redis(services, port, tmp_path)
+    redis = start_redis(services, port, directory=tmp_path)  # its data kept across the restart
     start_worker(services, redis, "steady-1", "default")
     with watch(redis) as monitor:
         wait_state(monitor, "steady-1", "healthy", services=services)
@@ -307,7 +288,7 @@ def test_a_redis_restart_makes_workers_unknown_then_healthy_again(services: Serv
         wait_state(monitor, "steady-1", "unknown", 15)
         assert "\n" not in status(monitor).detail and status(monitor).detail, status(monitor)
         time.sleep(1.5)  # a few failed polls: the source is lost once
-        start_persistent_redis(services, port, tmp_path)
+        start_redis(services, port, directory=tmp_path)
         wait_until(lambda: status(monitor).link == "connected", 20, "the source to reconnect")
         wait_state(monitor, "steady-1", "healthy", 30, services)
         moves = [(e.from_state, e.to_state) for e in entries(monitor, "steady-1")]
