@@ -38,6 +38,7 @@ from heartmon.hub_metrics import CONTENT_TYPE, Gauges, HubMetrics
 from heartmon.hub_state import HubState, RouteError, WorkerRecord
 from heartmon.probes import ProbeRegistry
 from heartmon.protocol import Message, ProtocolError, decode_from_worker, encode
+from heartmon.rate_limit import RateLimit
 
 log = logging.getLogger("heartmon.hub")
 
@@ -99,23 +100,6 @@ class _Connection(ServerConnection):
                                 (line.lower().startswith(b"content-length:") and line.split(b":", 1)[1].strip() != b"0")
                                 for line in lines)
         super().data_received(b"\r\n".join(kept))
-
-
-class RateLimit:
-    """A token bucket per connection: ``rate`` frames a second on average, bursts of
-    ``burst``. Far above what a worker sends (one frame per beat, plus probe events)."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = burst, now
-
-    def allow(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class Hub:

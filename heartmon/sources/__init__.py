@@ -14,6 +14,7 @@ system shows into :class:`Heard` beats, :meth:`Ingest.gone` and :meth:`Ingest.vo
 from __future__ import annotations
 
 import importlib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -86,6 +87,24 @@ class Ingest(Protocol):
         unknown worker gets ``dead_after`` intervals to be heard, then it is dead."""
     def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
         """Evidence of life besides beats, in words, or None when there is none (any more)."""
+
+
+MAX_NAME = 128
+"""Longer names from a system's wire are refused: a row's name, not a payload."""
+
+
+def unfit_name(name: str) -> str | None:
+    """Why a worker name a system sent cannot be a row, or None when it can. Names reach
+    the terminal (``events``, the table): control characters (ESC sequences, a newline
+    forging a line) and absurd lengths are refused at the source, counted like any
+    other bad input."""
+    if not name:
+        return "an empty worker name"
+    if len(name) > MAX_NAME:
+        return f"a worker name of {len(name)} characters (at most {MAX_NAME}): {name[:40]!r}…"
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        return f"a worker name with control characters: {name[:60]!r}"
+    return None
 
 
 class Source(Protocol):
