@@ -13,9 +13,11 @@ life and CPU count too (a SIGKILLed service is dead at once, not after the thres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,6 +26,7 @@ import psutil
 from heartmon.sources import Heard, Ingest, SourceStatus
 
 NO_ANSWER = "accepts connections but does not answer"
+MAX_BODY_BYTES = 64 * 1024
 
 
 class HttpSource:
@@ -50,14 +53,7 @@ class HttpSource:
         host = socket.gethostname() if self._local else None
         while True:
             started = ingest.now()
-            alive: str | None = None
-            try:
-                response = await self.client().get(self.url, timeout=self.timeout_s)
-                ok, detail = response.is_success, f"HTTP {response.status_code}"
-            except (httpx.ReadTimeout, httpx.WriteTimeout):  # connected, sent: nobody serves it
-                ok, detail, alive = False, f"{NO_ANSWER} within {self.timeout_s:g} s", NO_ANSWER
-            except Exception as exc:  # refused, reset, unreachable: no evidence of life
-                ok, detail = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            ok, detail, alive = await self._poll()
             if ok and not answered and self._local:
                 pid = await asyncio.to_thread(_listening_pid, self._port)
             answered = ok
@@ -72,6 +68,37 @@ class HttpSource:
             ingest.vouch(label, self.name, now, alive)
             seq += 1
             await asyncio.sleep(max(0.0, started + self.interval_s - ingest.now()))
+
+    async def _poll(self) -> tuple[bool, str, str | None]:
+        """(a 2xx answer, what the status line says, evidence of life). The whole poll,
+        from connecting to the status line, has one deadline: a server that trickles its
+        headers cannot hold it. The body says nothing more and is read only up to
+        MAX_BODY_BYTES within what is left of it (an endless body is not a memory leak)."""
+        sent = False
+
+        async def trace(event: str, info: dict) -> None:  # httpcore's hook: the request went out
+            nonlocal sent
+            sent = sent or event.endswith("send_request_headers.complete")
+
+        try:
+            async with AsyncExitStack() as stack:
+                async with asyncio.timeout(self.timeout_s):
+                    response = await stack.enter_async_context(
+                        self.client().stream("GET", self.url, timeout=self.timeout_s, extensions={"trace": trace}))
+                with contextlib.suppress(TimeoutError, httpx.HTTPError, httpx.StreamError):
+                    async with asyncio.timeout(max(0.0, self.timeout_s / 2)):
+                        read = 0
+                        async for chunk in response.aiter_raw():
+                            read += len(chunk)
+                            if read > MAX_BODY_BYTES:
+                                break
+                return response.is_success, f"HTTP {response.status_code}", None
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if sent or isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):  # taken in, never answered
+                return False, f"{NO_ANSWER} within {self.timeout_s:g} s", NO_ANSWER
+            return False, f"no connection within {self.timeout_s:g} s", None
+        except Exception as exc:  # refused, reset, unreachable: no evidence of life
+            return False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
 
 
 def _is_local(host: str) -> bool:

@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import psutil
 
 from heartmon.config import load_settings
 from heartmon.monitor import Monitor
@@ -98,3 +99,78 @@ def test_a_port_that_accepts_but_never_answers_is_starved_and_a_closed_one_dead(
             assert monitor.view().sources[0].detail.startswith("ConnectError")
     finally:
         listener.close()
+
+
+class RawServer:
+    """A loopback HTTP server that misbehaves on purpose, one way per mode: an endless
+    200 body, a 200 whose body trickles, headers that trickle and never end."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            if self.mode == "endless":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                chunk = b"x" * 65536
+                while not self.stopped.is_set():
+                    conn.sendall(chunk)
+            elif self.mode == "trickle-body":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not self.stopped.is_set():
+                    conn.sendall(b"x")
+                    time.sleep(0.05)
+            else:  # trickle-headers: a status line that never ends
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not self.stopped.is_set():
+                    conn.sendall(b"X-Slow: 1\r\n")
+                    time.sleep(0.05)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+def test_an_endless_body_is_not_read_to_its_end_and_a_trickle_cannot_hold_a_poll():
+    """A 200 with an endless body is a healthy answer, read only up to a bound (memory
+    stays flat); a body that trickles is an answer too. Headers that trickle and never
+    end are a request taken in and never answered: starved, never a poll that hangs."""
+    servers = {mode: RawServer(mode) for mode in ("endless", "trickle-body", "trickle-headers")}
+    sources = [f"{mode}=http://127.0.0.1:{server.port}/healthz" for mode, server in servers.items()]
+    process = psutil.Process()
+    try:
+        with Monitor(_settings(), sources) as monitor:
+            wait_until(lambda: (r := row(monitor, "endless")) and r.p99_s is not None, 30, "endless to answer twice")
+            wait_until(lambda: (r := row(monitor, "trickle-body")) and r.p99_s is not None, 30,
+                       "trickle-body to answer twice")
+            wait_until(lambda: (r := row(monitor, "trickle-headers")) and r.state == "starved", 30,
+                       "trickle-headers to be starved")
+            before = process.memory_info().rss
+            time.sleep(3)  # some fifteen more polls of each
+            assert process.memory_info().rss - before < 50 * 1024 * 1024
+            assert row(monitor, "endless").state == "healthy"
+            assert row(monitor, "trickle-body").state == "healthy"
+            details = {s.label.split("=")[0]: s.detail for s in monitor.view().sources}
+            assert details["trickle-headers"].startswith("accepts connections but does not answer"), details
+    finally:
+        for server in servers.values():
+            server.close()
