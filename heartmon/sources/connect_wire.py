@@ -49,6 +49,11 @@ FROM_WORKER = frozenset({Kind.WORKER_CONNECT, Kind.WORKER_READY, Kind.WORKER_REQ
 """The kinds a worker may send; the others are the gateway's own."""
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+MAX_FIELDS = 128
+"""The most fields one message may have. The messages heartmon reads have a dozen (a
+worker's apps are one each); decoding costs Python work per field, so this, not the
+frame's size, bounds what one frame costs: a frame of tiny fields is refused after
+this many, not parsed whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,9 @@ class WorkerConnect:
     connection_id: str = ""
     instance_id: str = ""
     session_token: str = ""
-    apps: tuple[str, ...] = ()
+    app_configs: tuple[bytes, ...] = ()
+    """Each app's ``AppConfiguration``, undecoded: the gateway checks the session before
+    it spends anything on them (:func:`decode_app_name`)."""
     sdk_language: str = ""
     """"typescript" (the Node SDK), "py": which decides the interval it beats at."""
 
@@ -129,9 +136,13 @@ def encode_message(kind: Kind, payload: bytes = b"") -> bytes:
 
 def decode_worker_connect(data: bytes) -> WorkerConnect:
     f = _parse(data)
-    apps = tuple(_parse(app).text(1) for app in f.repeated(5))
     return WorkerConnect(connection_id=f.text(1), instance_id=f.text(2), session_token=_parse(f.blob(3)).text(1),
-                         apps=apps, sdk_language=f.text(12))
+                         app_configs=tuple(f.repeated(5)), sdk_language=f.text(12))
+
+
+def decode_app_name(config: bytes) -> str:
+    """An ``AppConfiguration``'s ``app_name``."""
+    return _parse(config).text(1)
 
 
 def check_start_request(data: bytes) -> list[str]:
@@ -156,7 +167,9 @@ def encode_connection_ready(heartbeat_interval: str, extend_lease_interval: str)
 
 def _parse(data: bytes) -> _Fields:
     fields = _Fields()
-    for number, value in _fields(data):
+    for count, (number, value) in enumerate(_fields(data), start=1):
+        if count > MAX_FIELDS:
+            raise WireError(f"more than {MAX_FIELDS} fields in one message")
         fields.values.setdefault(number, []).append(value)
     return fields
 

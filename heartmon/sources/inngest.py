@@ -21,8 +21,15 @@ connection of a machine that vanished without a word.
 Names: ``APP/INSTANCE`` (the apps the connection serves, joined with ``+``, and its
 instance id, which both SDKs default to the hostname: give each worker on a machine
 its own). Two open connections with one name are one worker reconnecting (an SDK
-opens the new connection before it closes the old): the newest speaks for it, and it
-is gone only when its last connection closes.
+opens the new connection before it closes the old): a beat on any of them is its beat,
+and it is gone only when its last connection closes. So a second client that takes a
+worker's name can add beats but never silence the real worker's. A name with control
+characters or over ``MAX_NAME`` characters is refused (it would reach the terminal).
+
+One client cannot hold the others back: each connection gets a share of frames
+(``MAX_FRAMES_PER_S``; the excess is dropped unread and counted) and the loop turns
+after every frame; frames are small (``MAX_FRAME_BYTES``) and a message with absurdly
+many fields is refused before it is parsed whole.
 
 The interval a worker beats at: the Node SDK beats at the one the gateway asks for.
 The Python SDK (0.5) ignores it and beats every 10 s unless overridden in its code; so
@@ -70,14 +77,17 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from heartmon.backoff import backoff_delay
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus
+from heartmon.rate_limit import RateLimit
+from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
 from heartmon.sources.connect_wire import (
     FROM_WORKER,
     Kind,
+    Message,
     StartResponse,
     WireError,
     WorkerConnect,
     check_start_request,
+    decode_app_name,
     decode_message,
     decode_worker_connect,
     encode_connection_ready,
@@ -108,8 +118,16 @@ MAX_SESSIONS = 1024
 MAX_START_BODY = 64 * 1024
 """A StartRequest lists gateways to avoid: a few bytes. Anything near this is not one."""
 HEAD_LIMIT = 64 * 1024
-MAX_FRAME_BYTES = 4 * 1024 * 1024
-"""WORKER_CONNECT carries every function's configuration; larger frames close 1009."""
+MAX_FRAME_BYTES = 256 * 1024
+"""Larger frames close 1009. The largest a worker sends heartmon is WORKER_CONNECT, which
+carries every function's configuration: measured with the Node SDK, 0.7 KiB for one
+function and 22 KiB for a hundred; this leaves room for a thousand. (Workers send
+results only for runs a gateway hands them, and heartmon hands none.)"""
+MAX_FRAMES_PER_S = 200.0
+"""Each connection's share, with bursts of twice as many: a worker sends one frame per
+heartbeat (and a few when it pauses). The excess is dropped unread."""
+MAX_CLOSE_REASON = 123
+"""A close frame's reason may be at most this many UTF-8 bytes."""
 CLOSE_S = 1.0
 """How long a stopping source waits for a worker to answer its close: a starved one
 cannot, and is dropped past this."""
@@ -172,6 +190,12 @@ class Refused(Exception):
         super().__init__(why)
         self.why, self.code = why, code
 
+    def close_reason(self) -> str:
+        """``why`` cut to what a close frame may carry, counted in UTF-8 bytes (a reason
+        quoting the client's emoji is longer than its characters), on a character's
+        boundary: websockets refuses a longer one and the client would get 1011."""
+        return self.why.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+
 
 @dataclass
 class _Session:
@@ -192,6 +216,25 @@ class _Conn:
     paused: bool = False
 
 
+class _Share:
+    """A connection's share of the loop: frames past ``MAX_FRAMES_PER_S`` are dropped
+    unread, and told as one refusal a second at most, so that refusing costs nothing
+    per frame."""
+
+    def __init__(self, now: float) -> None:
+        self.limit = RateLimit(MAX_FRAMES_PER_S, 2 * MAX_FRAMES_PER_S, now)
+        self.dropped = 0
+        self.told_at: float | None = None
+
+    def refusal(self, now: float) -> str | None:
+        """The line to refuse a dropped frame with, when one is due."""
+        self.dropped += 1
+        if self.told_at is not None and now - self.told_at < 1.0:
+            return None
+        self.told_at = now
+        return f"more than {MAX_FRAMES_PER_S:g} frames a second; {self.dropped} dropped unread so far"
+
+
 class InngestSource:
     """Serves the Connect gateway on HOST:PORT once it runs; see the module's docstring."""
 
@@ -209,7 +252,7 @@ class InngestSource:
         self._sessions: dict[str, _Session] = {}
         """Start requests whose WebSocket has not come yet, by connection id."""
         self._names: dict[str, list[_Conn]] = {}
-        """Each worker's open connections, newest last: the newest speaks for it."""
+        """Each worker's open connections: a beat on any of them is its beat."""
 
     async def run(self, ingest: Ingest) -> None:
         """Serves until cancelled; a port that cannot be bound is retried."""
@@ -288,36 +331,42 @@ class InngestSource:
                 first = await asyncio.wait_for(ws.recv(), HANDSHAKE_S)
             except TimeoutError:
                 raise Refused(f"no WORKER_CONNECT within {HANDSHAKE_S:g} s of GATEWAY_HELLO") from None
-            hello = self._worker_connect(first, ingest.now())
+            hello, name = self._worker_connect(_decode(first), ingest.now())
             await ws.send(encode_message(Kind.GATEWAY_CONNECTION_READY,
                                          encode_connection_ready(f"{round(self.interval_s * 1000)}ms", EXTEND_LEASE)))
-            conn = self._join(ws, hello, ingest)
+            conn = self._join(ws, hello, name, ingest)
+            share = _Share(ingest.now())
             async for frame in ws:
                 now = ingest.now()
-                kind = _kind(frame)
-                if kind == Kind.WORKER_HEARTBEAT:
-                    self._beat(conn, now, ingest)
-                    await ws.send(encode_message(Kind.GATEWAY_HEARTBEAT))
-                elif kind == Kind.WORKER_CONNECT:
-                    raise Refused("a second WORKER_CONNECT on one connection")
-                elif kind == Kind.WORKER_PAUSE:
-                    conn.paused = True  # shutting down: it beats until its in-flight work is done
+                if share.limit.allow(now):
+                    kind = _decode(frame).kind
+                    if kind == Kind.WORKER_HEARTBEAT:
+                        self._beat(conn, now, ingest)
+                        await ws.send(encode_message(Kind.GATEWAY_HEARTBEAT))
+                    elif kind == Kind.WORKER_CONNECT:
+                        raise Refused("a second WORKER_CONNECT on one connection")
+                    elif kind == Kind.WORKER_PAUSE:
+                        conn.paused = True  # shutting down: it beats until its in-flight work is done
+                elif (why := share.refusal(now)) is not None:
+                    self.status.refuse(f"{_peer(ws)}: {why}")
+                await asyncio.sleep(0)  # a client with thousands of frames queued must not hold the others back
         except Refused as exc:
             self.status.refuse(f"{_peer(ws)}: {exc.why}; closed the connection ({exc.code})")
             reason = f"Connect socket closed by heartmon: {exc.why}"
-            await ws.close(exc.code, exc.why[:120])
+            await ws.close(exc.code, exc.close_reason())
         except ConnectionClosed:
             pass  # as when the frames end: the close frame, if any, says how
         finally:
             if conn is not None:
                 self._leave(conn, ingest, reason or _closed(ws))
 
-    def _worker_connect(self, frame: str | bytes, now: float) -> WorkerConnect:
-        kind = _kind(frame)
-        if kind != Kind.WORKER_CONNECT:
-            raise Refused(f"frame before the handshake: {kind.name} before WORKER_CONNECT")
+    def _worker_connect(self, message: Message, now: float) -> tuple[WorkerConnect, str]:
+        """The worker and its name. The session is checked before its apps are decoded:
+        a client without one costs no more than the message's top level."""
+        if message.kind != Kind.WORKER_CONNECT:
+            raise Refused(f"frame before the handshake: {Kind(message.kind).name} before WORKER_CONNECT")
         try:
-            hello = decode_worker_connect(decode_message(_binary(frame)).payload)
+            hello = decode_worker_connect(message.payload)
         except WireError as exc:
             raise Refused(f"WORKER_CONNECT does not decode: {exc}") from None
         session = self._sessions.pop(hello.connection_id, None)
@@ -325,11 +374,17 @@ class InngestSource:
                 not hmac.compare_digest(session.token.encode(), hello.session_token.encode()):
             raise Refused(f"WORKER_CONNECT for connection {hello.connection_id[:40]!r} without the session token "
                           f"its start request ({START_PATH}) was given", 1008)
-        return hello
-
-    def _join(self, ws: ServerConnection, hello: WorkerConnect, ingest: Ingest) -> _Conn:
+        try:
+            apps = [decode_app_name(config) for config in hello.app_configs]
+        except WireError as exc:
+            raise Refused(f"WORKER_CONNECT does not decode: {exc}") from None
         instance = hello.instance_id or hello.connection_id
-        name = f"{'+'.join(hello.apps)}/{instance}" if hello.apps else instance
+        name = f"{'+'.join(apps)}/{instance}" if apps else instance
+        if (why := unfit_name(name)) is not None:
+            raise Refused(f"WORKER_CONNECT with {why}", 1008)
+        return hello, name
+
+    def _join(self, ws: ServerConnection, hello: WorkerConnect, name: str, ingest: Ingest) -> _Conn:
         conn = _Conn(name, hello.sdk_language in HONOURS_INTERVAL, _peer_host(ws))
         self._names.setdefault(name, []).append(conn)
         now = ingest.now()
@@ -343,8 +398,7 @@ class InngestSource:
             gap = now - conn.last_beat
             conn.min_gap = gap if conn.min_gap is None else min(conn.min_gap, gap)
         conn.last_beat = now
-        if self._names[conn.name][-1] is conn:  # an older connection of a reconnecting worker is not it
-            ingest.heard(self.label, conn.name, now, self._heard(conn))
+        ingest.heard(self.label, conn.name, now, self._heard(conn))
 
     def _heard(self, conn: _Conn) -> Heard:
         if conn.honours:
@@ -373,19 +427,19 @@ class InngestSource:
             self.status.link, self.status.detail, self.status.since = link, detail, ingest.now()
 
 
-def _kind(frame: str | bytes) -> Kind:
-    """The frame's kind; one that is no worker's to send is refused."""
+def _decode(frame: str | bytes) -> Message:
+    """The frame's message, decoded once; a kind that is no worker's to send is refused."""
     try:
-        number = decode_message(_binary(frame)).kind
+        message = decode_message(_binary(frame))
     except WireError as exc:
         raise Refused(f"frame does not decode as a ConnectMessage: {exc}") from None
     try:
-        kind = Kind(number)
+        kind = Kind(message.kind)
     except ValueError:
-        raise Refused(f"unknown message kind {number}") from None
+        raise Refused(f"unknown message kind {message.kind}") from None
     if kind not in FROM_WORKER:
         raise Refused(f"{kind.name} is the gateway's to send, not a worker's")
-    return kind
+    return message
 
 
 def _binary(frame: str | bytes) -> bytes:

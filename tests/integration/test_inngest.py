@@ -236,8 +236,9 @@ def _message(kind: int, payload: bytes = b"") -> bytes:
     return pb.ConnectMessage(kind=kind, payload=payload).SerializeToString()
 
 
-def _worker_connect(connection_id: str, session_token: str, instance: str) -> bytes:
-    data = pb.WorkerConnectRequestData(connection_id=connection_id, instance_id=instance, sdk_language="py",
+def _worker_connect(connection_id: str, session_token: str, instance: str, language: str = "py") -> bytes:
+    """As an SDK of ``language`` would send it ("typescript": it beats at the asked interval from its first beat)."""
+    data = pb.WorkerConnectRequestData(connection_id=connection_id, instance_id=instance, sdk_language=language,
                                        auth_data=pb.AuthData(session_token=session_token),
                                        apps=[pb.AppConfiguration(app_name="raw")])
     return _message(pb.WORKER_CONNECT, data.SerializeToString())
@@ -370,3 +371,141 @@ def test_a_port_in_use_is_retried_until_it_is_free():
             _start(port)
     finally:
         taken.close()
+
+
+# --- one client against the others --------------------------------------------------------
+
+
+@contextmanager
+def _gateway(port: int) -> Iterator[Monitor]:
+    """A monitor whose gateway is listening (the raw clients do not retry as SDKs do)."""
+    with Monitor(settings(), [f"inngest://127.0.0.1:{port}"]) as monitor:
+        wait_until(lambda: monitor.view().sources[0].link == "connected", 10, "the gateway to bind")
+        yield monitor
+
+
+def _handshake(port: int, ws: ClientConnection, instance: str) -> None:
+    """WORKER_CONNECT with a fresh session, and the gateway's GATEWAY_CONNECTION_READY. As
+    the Node SDK: its row is judged by the asked interval at once, not after measuring."""
+    start = _start(port)
+    ws.send(_worker_connect(start.connection_id, start.session_token, instance, "typescript"))
+    ready = pb.ConnectMessage()
+    ready.ParseFromString(ws.recv(timeout=10))
+    assert ready.kind == pb.GATEWAY_CONNECTION_READY
+
+
+def _beat(ws: ClientConnection) -> None:
+    ws.send(_message(pb.WORKER_HEARTBEAT))
+    answer = pb.ConnectMessage()
+    answer.ParseFromString(ws.recv(timeout=10))
+    assert answer.kind == pb.GATEWAY_HEARTBEAT
+
+
+FLOOD = """
+import asyncio, sys, time
+import httpx
+from inngest.connect._internal import connect_pb2 as pb
+from websockets.asyncio.client import connect
+
+async def main(port, seconds):
+    start = pb.StartResponse()
+    start.ParseFromString(httpx.post(f"http://127.0.0.1:{port}/v0/connect/start", timeout=10).content)
+    hello = pb.WorkerConnectRequestData(connection_id=start.connection_id, instance_id="flood", sdk_language="py",
+                                        auth_data=pb.AuthData(session_token=start.session_token),
+                                        apps=[pb.AppConfiguration(app_name="raw")])
+    async with connect(f"ws://127.0.0.1:{port}/v0/connect", subprotocols=["v0.connect.inngest.com"],
+                       max_size=None, ping_interval=None) as ws:
+        await ws.recv()
+        await ws.send(pb.ConnectMessage(kind=pb.WORKER_CONNECT, payload=hello.SerializeToString()).SerializeToString())
+        await ws.recv()
+        async def read():
+            async for _ in ws:
+                pass
+        reader = asyncio.ensure_future(read())
+        beat = pb.ConnectMessage(kind=pb.WORKER_HEARTBEAT).SerializeToString()
+        print("flooding", flush=True)
+        end, sent = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            await ws.send(beat)
+            sent += 1
+            if sent % 100 == 0:
+                await asyncio.sleep(0)
+        print(f"sent {sent}", flush=True)
+        reader.cancel()
+
+asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
+"""
+"""A worker that beats as fast as it can (and reads the answers), in a process of its own."""
+
+
+def test_a_flooding_client_cannot_keep_a_silent_worker_from_turning_late(services):
+    """Without a share per connection and a turn of the loop after each frame, the
+    flood's frames were handled back to back: the loop stalled, the stall excused every
+    worker's silence, and a worker silent for 20 s stayed healthy."""
+    port, name = free_port(), "raw/victim"
+    with _gateway(port) as monitor:
+        with _open(port) as big:  # the largest frame the gateway reads, all tiny fields, and no session
+            assert _closed_with(big, b"\x08\x01" * (128 * 1024 - 8)) == 1002
+        assert "fields" in monitor.view().sources[0].last_refused
+        flood = services.spawn("flood", [PYTHON, "-c", FLOOD, str(port), "15"], env=python_env())
+        with _open(port) as ws:
+            _handshake(port, ws, "victim")
+            wait_until(lambda: "flooding" in flood.output(), 30, "the flood to start")
+            for _ in range(5):
+                _beat(ws)
+                time.sleep(INTERVAL_MS / 1000)
+            assert rows(monitor)[name].state == "healthy"
+            silent = time.monotonic()
+            states_until(monitor, name, lambda seen: "late" in seen, 2.0)  # 0.4 s; 4 s unlimited
+            print(f"\nsilent -> late under a flood: {(time.monotonic() - silent) * 1000:.0f} ms")
+            assert flood.proc.poll() is None, flood.output()
+        source = monitor.view().sources[0]
+        assert "frames a second" in source.last_refused and "dropped unread" in source.last_refused, source
+
+
+def test_a_second_connection_with_a_workers_name_cannot_silence_it():
+    """An SDK opens its new connection before closing the old: a name's row is fed by
+    any of its connections, so a client that takes the name and never beats does not
+    hide the real worker's beats; the worker is gone when its last connection closes."""
+    port, name = free_port(), "raw/twin"
+    with _gateway(port) as monitor, _open(port) as real:
+        _handshake(port, real, "twin")
+        _beat(real)
+        with _open(port) as impostor:
+            _handshake(port, impostor, "twin")
+            until = time.monotonic() + 10 * INTERVAL_MS / 1000  # starved after 5 intervals of silence
+            while time.monotonic() < until:
+                _beat(real)
+                time.sleep(INTERVAL_MS / 1000)
+            assert rows(monitor)[name].state == "healthy" and moves(monitor, name) == [], moves(monitor, name)
+            real.close()
+            wait_until(lambda: rows(monitor)[name].state == "starved", 10, "the silent impostor to starve")
+        wait_until(lambda: rows(monitor)[name].state == "dead", 10, "the last connection's close")
+
+
+def test_a_close_reason_is_cut_to_123_bytes_not_characters():
+    """A refusal quoting the client's text in emoji (four bytes each) once exceeded what a
+    close frame may carry: websockets raised, and the client got 1011 instead of 1008."""
+    port = free_port()
+    with _gateway(port) as monitor, _open(port) as ws:
+        ws.send(_worker_connect("😀" * 40, "made-up", "raw-0"))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
+        reason = closed.value.rcvd.reason
+        assert 100 < len(reason.encode()) <= 123 and reason.startswith("WORKER_CONNECT for connection"), reason
+        assert "😀" * 40 in monitor.view().sources[0].last_refused
+
+
+@pytest.mark.parametrize("instance", ["forged\n12:00:00 raw/real healthy -> dead", "\x1b[2Jcleared", "x" * 600],
+                         ids=["newline", "escape", "long"])
+def test_worker_names_that_would_reach_the_terminal_are_refused(instance):
+    port = free_port()
+    with _gateway(port) as monitor, _open(port) as ws:
+        start = _start(port)
+        assert _closed_with(ws, _worker_connect(start.connection_id, start.session_token, instance)) == 1008
+        source = monitor.view().sources[0]
+        assert source.refused == 1 and "worker name" in source.last_refused, source
+        assert "\n" not in source.last_refused and "\x1b" not in source.last_refused
+        assert len(source.last_refused) < 200, source.last_refused
+        assert rows(monitor) == {}
