@@ -80,12 +80,15 @@ class FleetState:
         self._schedule(tracker, now)
         return self._record(changes)
 
-    def update(self, key: Key, interval_s: float, pid: int | None, host: str | None) -> None:
-        """A live worker's interval or pid changed (a Celery worker's freq, an RQ TTL):
-        its next deadline follows at its next beat."""
+    def update(self, now: float, key: Key, interval_s: float, pid: int | None, host: str | None) -> None:
+        """A live worker's interval or pid changed (a Celery worker's freq, an RQ TTL, an
+        interval learned from the gaps): a shorter interval brings its deadline forward."""
         tracker = self.trackers.get(key)
         if tracker is not None:
+            shorter = interval_s < tracker.interval_s
             tracker.interval_s, tracker.pid, tracker.host = interval_s, pid, host
+            if shorter:
+                self._schedule(tracker, now)
 
     def beat(self, now: float, key: Key, seq: int | None = None, main_blocked_ms: float | None = None,
              loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:

@@ -291,7 +291,7 @@ class Monitor:
                 fleet.join(now, key, beat.interval_s, connected=None, isolation=beat.kind, pid=beat.pid,
                            host=beat.host)
             else:
-                fleet.update(key, beat.interval_s, beat.pid, beat.host)
+                fleet.update(now, key, beat.interval_s, beat.pid, beat.host)
             fleet.beat(now, key, seq=beat.seq, latency_ms=beat.latency_ms)
             fleet.doing(key, beat.doing)  # after: the beat that ends a silence names what ran during it
             self._arm()

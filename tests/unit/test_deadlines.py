@@ -98,3 +98,19 @@ def test_a_worker_missing_from_a_snapshot_while_its_source_was_up_is_dead_at_onc
     fleet.join(0.0, (HUB, "w"), INTERVAL, connected=True)
     (dead,) = fleet.missing(0.5, (HUB, "w"), "left while the monitor was disconnected")
     assert dead.to_state == "dead"
+
+
+def test_an_interval_learned_shorter_brings_the_deadline_forward():
+    """A worker joins assumed to beat every 10 s (the Python Inngest SDK's default) and
+    is measured at 1 s: its silence must be judged at 2 s, not at the 20 s set at the join."""
+    fleet = FleetState(Thresholds())
+    key = ("inngest://127.0.0.1:8289", "shop/py")
+    fleet.join(0.0, key, 10.0, connected=None)
+    fleet.beat(0.0, key)
+    fleet.update(1.0, key, 1.0, None, None)
+    fleet.beat(1.0, key)
+    due = fleet.next_due()
+    assert due is not None and due <= 1.0 + 2 * 1.0 + 1e-5
+    fleet.evaluate_due(due)
+    (late,) = fleet.evaluate_due(fleet.next_due())
+    assert late.to_state == "late" and late.at == pytest.approx(3.0, abs=1e-5)
