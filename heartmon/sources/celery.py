@@ -24,13 +24,12 @@ import asyncio
 import base64
 import binascii
 import json
-import math
 from typing import TYPE_CHECKING, TypeGuard
 
 from redis.asyncio.client import PubSub
 
 from heartmon.backoff import backoff_delay
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus
+from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
 from heartmon.sources.redis_link import RedisAddress, redis_address
 
 if TYPE_CHECKING:
@@ -47,6 +46,14 @@ LINK_CHECK_S = 1.0
 answers nothing for as long again is a dead link (a broker gone without a FIN), whose
 workers turn unknown instead of being judged on a silence that is the link's."""
 BACKOFF_INITIAL_S = 0.1
+MAX_MESSAGE_BYTES = 64 * 1024
+"""A Celery worker event is a few hundred bytes (a JSON envelope around base64 JSON);
+anything bigger is refused unread. It also bounds how deep JSON may nest: what is too
+deep for the parser even so is refused as any other JSON that cannot be read."""
+MIN_FREQ_S, MAX_FREQ_S = 0.01, 3600.0
+"""The heartbeat intervals heartmon takes. An hour is what its own protocol allows an
+agent (``Hello.interval_ms``); beyond it a row would stay healthy for days on one beat,
+and under 10 ms it would be dead before the next message could arrive."""
 _PATTERN_SPECIALS = frozenset("*?[]\\/")
 
 
@@ -130,10 +137,14 @@ class CelerySource:
         self._lost = False
 
     def _take(self, ingest: Ingest, channel: bytes, data: bytes, now: float) -> None:
+        """One message. Parsing it is where one message's trouble stops: whatever it makes
+        the parser raise, that message is refused and counted, and the link, which is fine,
+        goes on (an escaped exception would be taken for a lost broker, every worker unknown)."""
         try:
             event = parse_event(data)
-        except MalformedEvent as exc:
-            self.status.refuse(f"{channel.decode(errors='replace')}: {exc}")
+        except Exception as exc:  # the boundary of one message, not of the link
+            problem = str(exc) if isinstance(exc, MalformedEvent) else f"unreadable ({type(exc).__name__})"
+            self.status.refuse(f"{_channel(channel)}: {problem}")
             return
         if event is None:
             return
@@ -153,9 +164,11 @@ def parse_event(data: bytes) -> tuple[str, Heard | None] | None:
     """One pub/sub message: (nodename, its beat) for a beat, (nodename, None) for
     ``worker-offline``, None for an event that says nothing about liveness (a task's).
     Raises :class:`MalformedEvent` naming the problem."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MalformedEvent(f"a message of {len(data)} bytes, not read (at most {MAX_MESSAGE_BYTES})")
     try:
         envelope = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise MalformedEvent("not a JSON message") from None
     if not isinstance(envelope, dict):
         raise MalformedEvent("the message is not a JSON object")
@@ -172,7 +185,7 @@ def parse_event(data: bytes) -> tuple[str, Heard | None] | None:
         raise MalformedEvent("no body")
     try:
         event = json.loads(base64.b64decode(body, validate=True))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedEvent("the body is not base64 JSON") from None
     if not isinstance(event, dict):
         raise MalformedEvent("the event is not a JSON object")
@@ -184,11 +197,15 @@ def parse_event(data: bytes) -> tuple[str, Heard | None] | None:
     hostname = event.get("hostname")
     if not isinstance(hostname, str) or not hostname:
         raise MalformedEvent(f"{kind}: hostname {_short(hostname)} is not a nodename")
+    unfit = unfit_name(hostname)  # the nodename becomes the row's name, on the terminal
+    if unfit is not None:
+        raise MalformedEvent(f"{kind}: {unfit}")
     if kind == OFFLINE:
         return hostname, None
     freq, pid, active = event.get("freq"), event.get("pid"), event.get("active")
-    if not _number(freq) or not (math.isfinite(freq) and freq > 0):
-        raise MalformedEvent(f"{kind} from {_short(hostname)}: freq {_short(freq)} is not a positive number")
+    if not _number(freq) or not MIN_FREQ_S <= freq <= MAX_FREQ_S:  # compared exactly: no float(10**400)
+        raise MalformedEvent(f"{kind} from {_short(hostname)}: freq {_short(freq)} is not an interval "
+                             f"of {MIN_FREQ_S:g} to {MAX_FREQ_S:g} s")
     if not _integer(pid) or pid <= 0:
         raise MalformedEvent(f"{kind} from {_short(hostname)}: pid {_short(pid)} is not a process id")
     if not _integer(active) or active < 0:
@@ -205,6 +222,13 @@ def _number(value: object) -> TypeGuard[float]:
 
 def _integer(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _channel(channel: bytes) -> str:
+    """The channel a refused message came on, for its line: any name matching the pattern
+    is a channel, so one unfit for the terminal is quoted and cut instead."""
+    text = channel.decode(errors="replace")
+    return text if unfit_name(text) is None else _short(text)
 
 
 def _short(value: object) -> str:

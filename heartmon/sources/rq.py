@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from heartmon.backoff import backoff_delay
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus
+from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
 from heartmon.sources.redis_link import RedisAddress, redis_address
 
 if TYPE_CHECKING:
@@ -70,6 +70,14 @@ TTL_SET_SLACK_MS = 500
 as set again: less than the one second by which even the fastest idle beat moves it."""
 LINK_TIMEOUT_S = 2.0
 """A Redis that does not answer a poll within this is lost, as one refusing connections is."""
+MAX_INTERVAL_S = 3600
+"""The longest rhythm taken from a TTL: an hour, what heartmon's own protocol allows an
+agent (``Hello.interval_ms``). RQ's rule gives more only for a ``worker_ttl`` or a
+monitoring interval over an hour; a TTL of years would keep a row healthy for years."""
+FIELDS = ("current_job", "last_heartbeat", "pid", "hostname", "state")
+"""The fields of a worker's hash the source reads, the job first (the script reads its
+timeout). RQ keeps more (birth, queues, counters) and anyone may add any: read whole,
+one listed hash with a 64 MB field would cross the link at every poll."""
 
 READ_WORKERS = """
 local rows = {}
@@ -77,22 +85,21 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local kind = redis.call('TYPE', key).ok
   local fields, timeout = {}, false
   if kind == 'hash' then
-    fields = redis.call('HGETALL', key)
-    for i = 1, #fields, 2 do
-      if fields[i] == 'current_job' then
-        timeout = redis.pcall('HGET', ARGV[1] .. fields[i + 1], 'timeout')
-        if type(timeout) == 'table' then timeout = false end
-      end
+    fields = redis.call('HMGET', key, unpack(ARGV, 2))
+    if fields[1] then
+      timeout = redis.pcall('HGET', ARGV[1] .. fields[1], 'timeout')
+      if type(timeout) == 'table' then timeout = false end
     end
   end
   rows[#rows + 1] = {key, kind, fields, redis.call('PTTL', key), timeout}
 end
 return rows
 """
-"""One poll in one round trip: the set, each listed hash with its TTL, and the timeout of
-the job a busy worker names (which tells a SimpleWorker's promise from a forking
-worker's). A pipeline could not: which hashes and which job to read is only known from
-the replies in the same round trip. As a script the read is also one consistent instant."""
+"""One poll in one round trip: the set, each listed hash's :data:`FIELDS` with its TTL,
+and the timeout of the job a busy worker names (which tells a SimpleWorker's promise
+from a forking worker's). A pipeline could not: which hashes and which job to read is
+only known from the replies in the same round trip. As a script the read is also one
+consistent instant. Called with :func:`script_args`."""
 
 
 def from_url(url: str, settings: Settings, client: Client) -> RqSource:
@@ -100,6 +107,11 @@ def from_url(url: str, settings: Settings, client: Client) -> RqSource:
     (the UI process parses the same string only to check it)."""
     s = settings.systems
     return RqSource(redis_address(url, SCHEME), s.rq_poll_ms / 1000, s.reconnect_max_ms / 1000)
+
+
+def script_args() -> list[str]:
+    """:data:`READ_WORKERS`'s arguments: the job keys' prefix, then the fields to read."""
+    return [JOB_PREFIX, *FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +157,13 @@ def interval_of(ttl_s: int, busy: bool, job_timeout_s: float | None) -> float | 
     return float(promise) if ttl_s < SIMPLE_NO_TIMEOUT_TTL_S else None
 
 
-def read(kind: bytes, raw: list[bytes], pttl_ms: int, raw_timeout: bytes | None) -> Reading:
-    """A worker's hash, or a ValueError saying in a few words what is wrong with it."""
+def read(kind: bytes, raw: list[bytes | None], pttl_ms: int, raw_timeout: bytes | None) -> Reading:
+    """A worker's hash (its :data:`FIELDS`, None for one it lacks), or a ValueError saying
+    in a few words what is wrong with it. Nothing in the words changes from one poll to the
+    next while the hash does not (not the TTL counting down): a fault is counted once."""
     if kind != b"hash":
         raise ValueError(f"is a {kind.decode(errors='replace')}, not a hash")
-    fields = {name.decode(): value.decode() for name, value in zip(raw[::2], raw[1::2], strict=True)}
+    fields = {name: value.decode() for name, value in zip(FIELDS, raw, strict=True) if value is not None}
     last = fields.get("last_heartbeat")
     if not last:
         raise ValueError("has no last_heartbeat")
@@ -167,8 +181,14 @@ def read(kind: bytes, raw: list[bytes], pttl_ms: int, raw_timeout: bytes | None)
         job_timeout = float(raw_timeout) if raw_timeout is not None else None
     except ValueError:  # the job's field, not the worker's: its timeout is just not known
         job_timeout = None
+    ttl_s = math.ceil(pttl_ms / 1000)
+    rhythm = interval_of(ttl_s, busy, job_timeout)
+    if rhythm is not None and rhythm <= 0:
+        raise ValueError(f"is busy with a TTL of at most {BUSY_TTL_EXTRA_S} s, which promises no next beat")
+    if rhythm is not None and rhythm > MAX_INTERVAL_S:
+        raise ValueError(f"has a TTL whose interval by RQ's rule is over {MAX_INTERVAL_S} s")
     return Reading(last, int(pid), fields.get("hostname") or None, fields.get("current_job") if busy else None,
-                   busy, math.ceil(pttl_ms / 1000), pttl_ms, job_timeout)
+                   busy, ttl_s, pttl_ms, job_timeout)
 
 
 class RqSource:
@@ -196,7 +216,7 @@ class RqSource:
             while True:
                 started = ingest.now()
                 try:
-                    rows = await asyncio.wait_for(script(keys=[WORKERS_KEY], args=[JOB_PREFIX]), LINK_TIMEOUT_S)
+                    rows = await asyncio.wait_for(script(keys=[WORKERS_KEY], args=script_args()), LINK_TIMEOUT_S)
                 except (RedisError, OSError, TimeoutError) as exc:
                     self._link_down(ingest, exc)
                     await asyncio.sleep(backoff_delay(attempt, self.poll_s, self.reconnect_max_s))
@@ -230,13 +250,14 @@ class RqSource:
                 if self._known.pop(name, None) is not None:
                     ingest.gone(label, name, now, "key expired")
                 continue
+            unfit = unfit_name(name)  # the name becomes the row's, on the terminal
+            if unfit is not None:
+                self._refuse(name, f"{WORKERS_KEY} lists {unfit}")
+                continue
             try:
                 reading = read(kind, raw, pttl_ms, raw_timeout)
             except ValueError as exc:  # UnicodeDecodeError included
-                why = f"{WORKER_PREFIX}{name} {exc}"
-                if self._refused.get(name) != why:
-                    self._refused[name] = why
-                    self.status.refuse(why)
+                self._refuse(name, f"{WORKER_PREFIX}{name} {exc}")
                 continue
             self._refused.pop(name, None)
             self._see(ingest, name, reading, now)
@@ -245,6 +266,12 @@ class RqSource:
             ingest.gone(label, name, now, "left rq:workers")
         for name in [name for name in self._refused if name not in listed]:
             del self._refused[name]
+
+    def _refuse(self, name: str, why: str) -> None:
+        """Counts a refused hash the first time, and again only when ``why`` changes."""
+        if self._refused.get(name) != why:
+            self._refused[name] = why
+            self.status.refuse(why)
 
     def _see(self, ingest: Ingest, name: str, reading: Reading, now: float) -> None:
         label = self.status.label
@@ -270,7 +297,9 @@ class RqSource:
         promised = interval_of(reading.ttl_s, reading.busy, reading.job_timeout_s)
         if not reading.busy:
             known.rhythm_s = promised
-        interval = promised or known.rhythm_s or float(reading.ttl_s - BUSY_TTL_EXTRA_S)
+        # A whole job's promise, for a worker whose rhythm is not known: a job may be allowed
+        # longer than an hour, but no interval is (RQ's word that it is busy keeps it alive).
+        interval = promised or known.rhythm_s or float(min(reading.ttl_s - BUSY_TTL_EXTRA_S, MAX_INTERVAL_S))
         doing = f"job {reading.job}" if reading.busy else None
         ingest.heard(self.status.label, name, now,
                      Heard(interval, "rq", pid=reading.pid, host=reading.host, doing=doing))

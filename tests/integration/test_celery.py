@@ -25,7 +25,8 @@ from heartmon.config import Settings
 from heartmon.detector import Transition
 from heartmon.monitor import Monitor
 from heartmon.sources import SourceError, parse_source
-from heartmon.sources.celery import CelerySource
+from heartmon.sources import celery as celery_source
+from heartmon.sources.celery import CelerySource, parse_event
 from heartmon.view import DetailView, RowView, ViewRequest
 from tests.harness import wait_until
 from tests.systems import Redis, Service, Services, python_env, start_redis
@@ -187,13 +188,27 @@ MALFORMED = [
     (envelope({**BEAT, "freq": "2"}), "freq '2'"),
     (envelope({**BEAT, "pid": True}), "pid True"),
     (envelope({**BEAT, "active": -1}), "active -1"),
+    (b"[" * 100_000, "a message of 100000 bytes, not read"),
+    (b"[" * 60_000, "not a JSON message"),  # under the size bound, too deep for json (RecursionError)
+    (envelope(BEAT, body=base64.b64encode(b"[" * 40_000).decode()), "not base64 JSON"),
+    (envelope({**BEAT, "freq": 10**400}), "freq 1000000"),  # too big for a float (OverflowError)
+    (envelope({**BEAT, "freq": 1e308}), "freq 1e+308"),
+    (envelope({**BEAT, "freq": 1e-300}), "freq 1e-300"),
+    (envelope({**BEAT, "freq": 3601}), "freq 3601 is not an interval of 0.01 to 3600 s"),
+    (envelope({**BEAT, "hostname": "ev\x1b[2J\x1b[31mRED@elsewhere"}), "a worker name with control characters"),
+    (envelope({**BEAT, "hostname": "a\nb 12:00:00.000 solo healthy@elsewhere"}), "with control characters"),
+    (envelope({**BEAT, "hostname": "nul\x00@elsewhere"}), "with control characters"),
+    (envelope({**BEAT, "hostname": "h@" + "y" * 200}), "a worker name of 202 characters"),
+    (envelope({"type": "worker-offline", "hostname": "off\x1b[31m@elsewhere"}), "worker-offline: a worker name"),
 ]
 
 
 def test_malformed_events_are_refused_and_counted_and_the_worker_stays_healthy(
         services: Services, redis: Redis, monitor: Monitor) -> None:
     """The worker runs without gossip: with it, it reads the same worker.* events, and
-    Celery 5.7 stops on one of them (``[1, 2]``: "Unrecoverable error: TypeError")."""
+    Celery 5.7 stops on one of them (``[1, 2]``: "Unrecoverable error: TypeError"). A
+    message the parser cannot take (too big, too deep, a number no float holds) is one
+    refusal too, never a lost link that would make the real worker unknown."""
     worker = start_worker(services, redis, options=("--without-gossip",))
     source, name = spec(redis), f"solo@{HOST}"
     wait_state(monitor, source, name, "healthy", 60, worker)
@@ -211,7 +226,40 @@ def test_malformed_events_are_refused_and_counted_and_the_worker_stays_healthy(
     publisher.close()
     assert status.refused == len(MALFORMED), status.last_refused  # task events are ignored, not refused
     assert state(monitor, source, name) == "healthy"
+    assert monitor.view().sources[0].link == "connected" and transitions(monitor, name) == []
     assert [r.name for r in monitor.view(ViewRequest(height=1000)).rows] == [name]
+
+
+def test_the_freq_range_ends_are_taken() -> None:
+    """An interval of 10 ms to an hour (heartmon's own protocol's longest) is a rhythm."""
+    for freq in (0.01, 3600):
+        event = parse_event(envelope({**BEAT, "freq": freq}))
+        assert event is not None and event[1] is not None and event[1].interval_s == freq
+
+
+class NoIngest:
+    """An Ingest for a message that must reach none of it."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"a refused message called ingest.{name}")
+
+
+def test_whatever_one_message_makes_the_parser_raise_refuses_that_message_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parsing of one message is the boundary: an exception it did not foresee is that
+    message's refusal (one line, counted), not an error of the link that would make every
+    worker unknown. A channel unfit for the terminal is quoted in the line."""
+    def broken(data: bytes) -> None:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(celery_source, "parse_event", broken)
+    source = parse_source("celery+redis://127.0.0.1:6379/0", settings(), lambda: pytest.fail("no HTTP client"))
+    assert isinstance(source, CelerySource)
+    source._take(NoIngest(), b"/0.celeryev/worker.heartbeat", b"{}", 0.0)  # type: ignore[arg-type]
+    assert (source.status.refused, source.status.last_refused) == (
+        1, "/0.celeryev/worker.heartbeat: unreadable (OverflowError)")
+    source._take(NoIngest(), b"/0.celeryev/worker.\x1b[2J", b"{}", 0.0)  # type: ignore[arg-type]
+    assert source.status.last_refused == "'/0.celeryev/worker.\\x1b[2J': unreadable (OverflowError)"
 
 
 def test_a_broker_restart_makes_workers_unknown_then_back(services: Services, redis: Redis, monitor: Monitor) -> None:

@@ -24,7 +24,7 @@ from heartmon.detector import Transition
 from heartmon.monitor import Monitor
 from heartmon.polling import PollTimeout
 from heartmon.sources import Heard, SourceStatus
-from heartmon.sources.rq import RqSource, from_url, interval_of
+from heartmon.sources.rq import FIELDS, RqSource, from_url, interval_of
 from heartmon.view import DetailView, RowView, ViewRequest
 from tests.harness import free_port, wait_until
 from tests.systems import Redis, Service, Services, python_env, start_redis
@@ -136,9 +136,10 @@ class Recorder:
         self.calls.append(("vouch", name, now, because))
 
 
-def idle_hash(last_heartbeat: str) -> list[bytes]:
-    return [b"last_heartbeat", last_heartbeat.encode(), b"pid", b"4242", b"hostname", b"elsewhere",
-            b"state", b"idle"]
+def idle_hash(last_heartbeat: str, **fields: str) -> list[bytes | None]:
+    """A worker's :data:`FIELDS` as the poll's script reads them (None for one it lacks)."""
+    fields = {"last_heartbeat": last_heartbeat, "pid": "4242", "hostname": "elsewhere", "state": "idle", **fields}
+    return [fields[name].encode() if name in fields else None for name in FIELDS]
 
 
 def test_a_beat_seen_before_its_expire_is_taken_when_the_ttl_is_set() -> None:
@@ -159,6 +160,55 @@ def test_a_beat_seen_before_its_expire_is_taken_when_the_ttl_is_set() -> None:
     ingest.calls.clear()
     source._take(ingest, [], 406.0)
     assert ingest.calls == [("gone", "w", 406.0, "left rq:workers")]
+
+
+def test_unfit_names_and_intervals_beyond_reason_are_refused_once_each() -> None:
+    """Worker names reach the terminal: control characters (an ESC sequence, a newline
+    forging a log line, a NUL) and absurd lengths are refused. So is a TTL that RQ's rule
+    turns into a rhythm over an hour (10**12 s would keep a row healthy for ever), or a busy
+    one promising a beat in no time. Each is counted once, though its TTL counts down from
+    one poll to the next. A whole job's promise (a SimpleWorker first seen busy) may be
+    longer than an hour: it is judged on an hour, RQ saying all along it is busy."""
+    source = from_url("rq+redis://127.0.0.1:6379/0", SETTINGS, no_client)
+    ingest = Recorder()
+    beat = "2026-01-01T00:00:00.000000Z"
+    refused = [(b"rq:worker:ev\x1b[2J\x1b[31mRED", 76_000, idle_hash(beat)),
+               (b"rq:worker:a\nb 12:00:00.000 good healthy", 76_000, idle_hash(beat)),
+               (b"rq:worker:nul\x00", 76_000, idle_hash(beat)),
+               (b"rq:worker:" + b"x" * 200, 76_000, idle_hash(beat)),
+               (b"rq:worker:huge-ttl", 10**15, idle_hash(beat)),
+               (b"rq:worker:busy-no-promise", 30_000, idle_hash(beat, state="busy", current_job="j1"))]
+    taken = [(b"rq:worker:good", 76_000, idle_hash(beat)),
+             (b"rq:worker:long-job", 10**15, idle_hash(beat, state="busy", current_job="j2"))]
+    for poll in range(3):
+        rows = [[key, b"hash", raw, pttl_ms - poll * 1000, None] for key, pttl_ms, raw in refused + taken]
+        source._take(ingest, rows, float(poll))
+        assert source.status.refused == len(refused), source.status
+    assert [c for c in ingest.calls if c[0] == "heard"] == [("heard", "good", 0.0, 1.0),
+                                                             ("heard", "long-job", 0.0, 3600.0)]
+    lines = list(source._refused.values())
+    assert "rq:workers lists a worker name with control characters: 'ev\\x1b[2J\\x1b[31mRED'" in lines, lines
+    assert all("\n" not in line and "\x1b" not in line and "\x00" not in line for line in lines), lines
+    assert "rq:workers lists a worker name of 200 characters (at most 128): " + repr("x" * 40) + "…" in lines
+    assert "rq:worker:huge-ttl has a TTL whose interval by RQ's rule is over 3600 s" in lines
+    assert "rq:worker:busy-no-promise is busy with a TTL of at most 60 s, which promises no next beat" in lines
+
+
+def test_a_huge_field_in_a_listed_hash_does_not_cross_the_link_at_each_poll(redis: Redis) -> None:
+    """A poll reads the fields it needs, never a whole hash: 16 MB beside them in one
+    worker's hash would be sent at each of four polls a second. Redis counts what it sent."""
+    connection = redis.client()
+    connection.hset("rq:worker:big", mapping={"last_heartbeat": "2026-01-01T00:00:00.000000Z", "pid": "4242",
+                                              "hostname": "elsewhere", "state": "idle", "junk": "z" * 16_000_000})
+    connection.expire("rq:worker:big", 76)
+    connection.sadd("rq:workers", "rq:worker:big")
+    with watch(redis) as monitor:
+        wait_until(lambda: status(monitor).link == "connected", 15, "the source to connect")
+        sent = connection.info("stats")["total_net_output_bytes"]
+        time.sleep(2)  # eight polls
+        sent = connection.info("stats")["total_net_output_bytes"] - sent
+        assert sent < 1_000_000, f"{sent} bytes sent in 2 s"
+        assert row(monitor, "big") is not None and status(monitor).refused == 0, status(monitor)
 
 
 def test_idle_workers_are_healthy_at_rqs_idle_rhythm(services: Services, redis: Redis) -> None:
