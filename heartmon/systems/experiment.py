@@ -119,9 +119,34 @@ class Subject:
     label: str
     prefix: str
     """Its name as its source reports it, or the start of it."""
+    log: str
+    """The name its process's output is kept under (:meth:`Processes.output`)."""
     send: Callable[[str, float], Awaitable[None]]
     probes: frozenset[str] | None = None
     """The probes it can run; None for all of heartmon's."""
+
+
+@dataclass
+class Run:
+    """One run's processes, the recorder its sources tell, and what the table will say."""
+
+    processes: Processes
+    work: Path
+    node_prefix: Path
+    progress: Callable[[str], None]
+    recorder: Recorder = field(default_factory=Recorder)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    async def follow(self, source: Source) -> None:
+        """Starts hearing a source and returns once it is ready (subscribed, listening):
+        workers started after it find it there, instead of retrying with a backoff that
+        on a busy machine outlasts the wait for their first beats."""
+        self.tasks.append(asyncio.ensure_future(source.run(self.recorder)))
+        try:
+            await until(lambda: source.status.link == "connected", READY_TIMEOUT_S, f"{source.status.label}")
+        except PollTimeout as exc:
+            raise SystemsError(f"{exc}: {source.status.detail}") from None
 
 
 async def run_systems(probes: list[str], duration_s: float, work: Path, node_prefix: Path,
@@ -129,24 +154,20 @@ async def run_systems(probes: list[str], duration_s: float, work: Path, node_pre
     """Starts every system's workers, runs each probe in all of them at once, and
     measures each one's largest gap. ``node_prefix``: where the Node SDK is installed
     (once) when node and npm are here."""
-    recorder = Recorder()
-    processes = Processes(work)
-    tasks: list[asyncio.Task] = []
-    notes = [f"inngest python beats every {INNGEST_PYTHON_HEARTBEAT_S} s through the SDK's test hook "
-             "(its default, 10 s, has no public setting)"]
+    run = Run(Processes(work), work, node_prefix, progress)
+    run.notes.append(f"inngest python beats every {INNGEST_PYTHON_HEARTBEAT_S} s through the SDK's test hook "
+                     "(its default, 10 s, has no public setting)")
+    recorder = run.recorder
     try:
-        subjects: list[Subject] = []
-        for starter in (_start_celery, _start_inngest):
-            sources, started = await starter(processes, work, node_prefix, notes, progress)
-            tasks += [asyncio.ensure_future(source.run(recorder)) for source in sources]
-            subjects += started
+        subjects = [*await _start_celery(run), *await _start_inngest(run)]
         progress(f"starting {len(subjects)} workers of real systems…")
         try:
             await until(lambda: all((n := recorder.find(s.prefix)) and len(recorder.beats[n]) >= 2 for s in subjects),
                         READY_TIMEOUT_S, "the workers of real systems to connect and beat")
         except PollTimeout as exc:
-            missing = [s.label for s in subjects if not recorder.find(s.prefix)]
-            raise SystemsError(f"{exc}; not heard: {', '.join(missing)} (their output: {work})") from None
+            missing = [s for s in subjects if not recorder.find(s.prefix)]
+            said = "; ".join(f"{s.label} said: {run.processes.output(s.log)[-400:]!r}" for s in missing)
+            raise SystemsError(f"{exc}; not heard: {said}") from None
         names = {s.label: recorder.find(s.prefix) or "" for s in subjects}
         gaps: dict[str, dict[str, float | None]] = {s.label: {} for s in subjects}
         for index, probe in enumerate(probes, 1):
@@ -166,71 +187,67 @@ async def run_systems(probes: list[str], duration_s: float, work: Path, node_pre
                 gaps[s.label][probe] = None if gap is None else round(gap * 1000, 1)
             await asyncio.sleep(1.0)  # the last beats of a probe never count for the next one
         rows = [Row(s.label, recorder.intervals[names[s.label]] * 1000, gaps[s.label]) for s in subjects]
-        return SystemsMatrix(duration_s, probes, rows, notes)
+        return SystemsMatrix(duration_s, probes, rows, run.notes)
     finally:
-        for task in tasks:
+        for task in run.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(processes.stop)
+        await asyncio.gather(*run.tasks, return_exceptions=True)
+        await asyncio.to_thread(run.processes.stop)
 
 
-Started = tuple[list[Source], list[Subject]]
-
-
-async def _start_celery(processes: Processes, work: Path, node_prefix: Path, notes: list[str],
-                        progress: Callable[[str], None]) -> Started:
+async def _start_celery(run: Run) -> list[Subject]:
     """A redis-server of the run's own, and one Celery worker per pool, each on its own
     queue so that a probe reaches exactly one of them."""
     from heartmon.sources.celery import from_url
     from heartmon.systems.celery_app import app
 
     port = _free_port()
-    processes.spawn("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"])
+    run.processes.spawn("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no"])
+    await run.follow(from_url(f"celery+redis://127.0.0.1:{port}/0", Settings(), _no_client))
     broker = f"redis://127.0.0.1:{port}/0"
     app.conf.broker_url = broker
     host = socket.gethostname()
     subjects = []
     for pool in CELERY_POOLS:
-        queue = f"heartmon-{pool}"
-        processes.spawn(f"celery-{pool}", [
+        queue, log = f"heartmon-{pool}", f"celery-{pool}"
+        run.processes.spawn(log, [
             sys.executable, "-m", "celery", "-A", "heartmon.systems.celery_app", "worker", f"--pool={pool}",
             "--concurrency=1", "-Q", queue, "-n", f"{pool}@{host}", "--heartbeat-interval", str(CELERY_INTERVAL_S),
             "--without-gossip", "--without-mingle", "--loglevel=WARNING"], env={"CELERY_BROKER_URL": broker})
-        subjects.append(Subject(f"celery {pool}", f"{pool}@{host}", _celery_sender(app, queue)))
-    return [from_url(f"celery+redis://127.0.0.1:{port}/0", Settings(), _no_client)], subjects
+        subjects.append(Subject(f"celery {pool}", f"{pool}@{host}", log, _celery_sender(app, queue)))
+    return subjects
 
 
-async def _start_inngest(processes: Processes, work: Path, node_prefix: Path, notes: list[str],
-                         progress: Callable[[str], None]) -> Started:
+async def _start_inngest(run: Run) -> list[Subject]:
     """heartmon's Connect gateway, a Python SDK worker and, when node is here, Node SDK
     workers with ``isolateExecution`` on and off. Each runs a probe when its probe file
     appears (function execution through Inngest is not needed to starve a heartbeat)."""
     from heartmon.sources.inngest import from_url
 
     port = _free_port()
+    await run.follow(from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client))
     base = f"http://127.0.0.1:{port}"
-    subjects = []
-    probe_file = work / "inngest-python.probe"
-    processes.spawn("inngest-python", [sys.executable, "-m", "heartmon.systems.inngest_worker", base,
-                                       "heartmon-python", "worker", str(probe_file), str(INNGEST_PYTHON_HEARTBEAT_S)],
-                    env={"INNGEST_DEV": "1"})
-    subjects.append(Subject("inngest python", "heartmon-python/", _file_sender(probe_file)))
+    probe_file = run.work / "inngest-python.probe"
+    run.processes.spawn("inngest-python", [
+        sys.executable, "-m", "heartmon.systems.inngest_worker", base, "heartmon-python", "worker", str(probe_file),
+        str(INNGEST_PYTHON_HEARTBEAT_S)], env={"INNGEST_DEV": "1"})
+    subjects = [Subject("inngest python", "heartmon-python/", "inngest-python", _file_sender(probe_file))]
     if not (shutil.which("node") and shutil.which("npm")):
-        notes.append("the Inngest Node SDK workers are left out: node and npm are not on this machine")
-        return [from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client)], subjects
-    progress("the Node Inngest SDK: npm install once, then reused…")
-    sdk = await asyncio.to_thread(node_sdk, node_prefix)
+        run.notes.append("the Inngest Node SDK workers are left out: node and npm are not on this machine")
+        return subjects
+    run.progress("the Node Inngest SDK: npm install once, then reused…")
+    sdk = await asyncio.to_thread(node_sdk, run.node_prefix)
     assert sdk is not None
     script = Path(__file__).with_name("inngest_worker.mjs")
     for isolate in ("true", "false"):
         app = f"heartmon-node-isolate-{isolate}"
-        probe_file = work / f"{app}.probe"
-        processes.spawn(app, [sdk.node, str(script), str(sdk.prefix), app, "worker", isolate, str(probe_file)],
-                        env={"INNGEST_BASE_URL": base, "INNGEST_DEV": "1", **sdk.env})
+        probe_file = run.work / f"{app}.probe"
+        run.processes.spawn(app, [sdk.node, str(script), str(sdk.prefix), app, "worker", isolate, str(probe_file)],
+                            env={"INNGEST_BASE_URL": base, "INNGEST_DEV": "1", **sdk.env})
         label = f"inngest node, isolateExecution {'on' if isolate == 'true' else 'off'}"
-        subjects.append(Subject(label, f"{app}/", _file_sender(probe_file), frozenset({"busy-python"})))
-    return [from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client)], subjects
+        subjects.append(Subject(label, f"{app}/", app, _file_sender(probe_file), frozenset({"busy-python"})))
+    return subjects
 
 
 def _celery_sender(app, queue: str) -> Callable[[str, float], Awaitable[None]]:

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.harness import HEARTMON
 
 EXPECTED_STARVED = {
@@ -53,6 +55,7 @@ SYSTEMS_EXPECTED = {
 }
 
 
+@pytest.mark.timeout(420)  # about 50 s on a quiet 2-core machine, 2 to 3 minutes on a busy one
 def test_matrix_systems_puts_the_seed_incidents_software_beside_heartmons_agents(tmp_path):
     """The seed incident's table with real Celery pools and real Inngest SDK workers: a
     heartbeat on the worker's only thread (Celery solo, Node without isolated execution)
