@@ -65,7 +65,9 @@ class FleetState:
     def join(self, now: float, key: Key, interval_s: float, *, connected: bool | None,
              isolation: str | None = None, pid: int | None = None, host: str | None = None,
              heard_at: float | None = None, seq: int | None = None) -> list[Transition]:
-        """A worker (re)appears. ``heard_at`` and ``seq``: its last beat, if a snapshot says so."""
+        """A worker (re)appears, or a live one says hello again with a new interval or pid
+        (a shorter interval brings its deadline forward). ``heard_at`` and ``seq``: its last
+        beat, if a snapshot says so."""
         tracker = self.trackers.get(key)
         if tracker is None:
             joined = now if heard_at is None else heard_at
@@ -79,16 +81,6 @@ class FleetState:
         tracker.isolation, tracker.pid, tracker.host = isolation, pid, host
         self._schedule(tracker, now)
         return self._record(changes)
-
-    def update(self, now: float, key: Key, interval_s: float, pid: int | None, host: str | None) -> None:
-        """A live worker's interval or pid changed (a Celery worker's freq, an RQ TTL, an
-        interval learned from the gaps): a shorter interval brings its deadline forward."""
-        tracker = self.trackers.get(key)
-        if tracker is not None:
-            shorter = interval_s < tracker.interval_s
-            tracker.interval_s, tracker.pid, tracker.host = interval_s, pid, host
-            if shorter:
-                self._schedule(tracker, now)
 
     def beat(self, now: float, key: Key, seq: int | None = None, main_blocked_ms: float | None = None,
              loop_lag_ms: float | None = None, latency_ms: float | None = None) -> list[Transition]:

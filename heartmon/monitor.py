@@ -286,12 +286,8 @@ class Monitor:
         key = (source, name)
         fleet = self._fleet
         with self._lock:
-            state = fleet.state_of(key)
-            if state is None or state == "dead" or state == "unknown":
-                fleet.join(now, key, beat.interval_s, connected=None, isolation=beat.kind, pid=beat.pid,
-                           host=beat.host)
-            else:
-                fleet.update(now, key, beat.interval_s, beat.pid, beat.host)
+            # a join revives a dead or unknown worker, and takes a live one's new interval or pid
+            fleet.join(now, key, beat.interval_s, connected=None, isolation=beat.kind, pid=beat.pid, host=beat.host)
             fleet.beat(now, key, seq=beat.seq, latency_ms=beat.latency_ms)
             fleet.doing(key, beat.doing)  # after: the beat that ends a silence names what ran during it
             self._arm()

@@ -107,7 +107,7 @@ def test_an_interval_learned_shorter_brings_the_deadline_forward():
     key = ("inngest://127.0.0.1:8289", "shop/py")
     fleet.join(0.0, key, 10.0, connected=None)
     fleet.beat(0.0, key)
-    fleet.update(1.0, key, 1.0, None, None)
+    fleet.join(1.0, key, 1.0, connected=None)
     fleet.beat(1.0, key)
     due = fleet.next_due()
     assert due is not None and due <= 1.0 + 2 * 1.0 + 1e-5
