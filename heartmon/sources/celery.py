@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from redis.asyncio.client import PubSub
 
 from heartmon.backoff import backoff_delay
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
+from heartmon.sources import Client, Heard, Ingest, SourceStatus, unfit_name
 from heartmon.sources.redis_link import RedisAddress, redis_address
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class CelerySource:
 
     async def run(self, ingest: Ingest) -> None:
         attempt = 0
-        self._set(ingest, "connecting", "")
+        self.status.set("connecting")
         while True:
             client = self.address.client()
             try:
@@ -105,7 +105,7 @@ class CelerySource:
             if not self._lost:
                 ingest.source_lost(self.status.label, ingest.now())
                 self._lost = True
-            self._set(ingest, "retrying", f"redis {self.address.label}: {detail}")
+            self.status.set("retrying", f"redis {self.address.label}: {detail}")
             await asyncio.sleep(backoff_delay(attempt, BACKOFF_INITIAL_S, self.reconnect_max_s))
 
     async def _listen(self, ingest: Ingest, pubsub: PubSub) -> None:
@@ -130,7 +130,7 @@ class CelerySource:
         """Subscribed. Workers known before a loss are unknown until heard; Redis keeps
         no list of them, so each gets ``dead_after`` intervals to be heard (one that
         stopped while the link was down sent its ``worker-offline`` to no one)."""
-        self._set(ingest, "connected", "")
+        self.status.set("connected")
         if self._lost:
             for name in self._known:
                 ingest.missing(self.status.label, name, now, "not heard since the broker came back")
@@ -156,8 +156,6 @@ class CelerySource:
             self._known.add(hostname)
             ingest.heard(self.status.label, hostname, now, beat)
 
-    def _set(self, ingest: Ingest, link: Link, detail: str) -> None:
-        self.status.link, self.status.detail, self.status.since = link, detail, ingest.now()
 
 
 def parse_event(data: bytes) -> tuple[str, Heard | None] | None:

@@ -58,7 +58,7 @@ class HttpSource:
                 pid = await asyncio.to_thread(_listening_pid, self._port)
             answered = ok
             now = ingest.now()
-            self.status.link, self.status.detail, self.status.since = ("connected" if ok else "retrying"), detail, now
+            self.status.set("connected" if ok else "retrying", detail)
             label = self.status.label
             if ok:
                 ingest.heard(label, self.name, now, Heard(self.interval_s, "http", pid=pid, host=host, seq=seq,

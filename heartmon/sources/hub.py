@@ -9,7 +9,7 @@ from websockets.exceptions import InvalidStatus
 
 from heartmon.backoff import backoff_delay
 from heartmon.protocol import MAX_MONITOR_FRAME_BYTES, Error, ProtocolError, Snapshot, decode_to_monitor
-from heartmon.sources import Ingest, Link, SourceStatus
+from heartmon.sources import Ingest, SourceStatus
 from heartmon.urls import auth_headers, hub_ws
 
 PING_S = 0.5
@@ -40,7 +40,7 @@ class HubSource:
         headers = auth_headers(self.token)
         attempt = 0
         while True:
-            self._set(ingest, "connecting", "")
+            self.status.set("connecting")
             try:
                 async with connect(self.url, additional_headers=headers, compression=None, open_timeout=5,
                                    max_size=MAX_MONITOR_FRAME_BYTES, ping_interval=None,
@@ -62,7 +62,7 @@ class HubSource:
             if not self._lost:
                 ingest.source_lost(self.status.label, ingest.now())
                 self._lost = True
-            self._set(ingest, "retrying", detail)
+            self.status.set("retrying", detail)
             await asyncio.sleep(backoff_delay(attempt, *self.backoff))
             attempt += 1
 
@@ -72,7 +72,7 @@ class HubSource:
         except ProtocolError:
             return  # a hub of another version; the snapshot still resyncs
         if isinstance(message, Snapshot):
-            self._set(ingest, "connected", "")
+            self.status.set("connected")
             self._lost = False
         if not isinstance(message, Error):
             ingest.hub_message(self.status.label, message, now)
@@ -93,5 +93,3 @@ class HubSource:
                     ws.transport.abort()
                     return
 
-    def _set(self, ingest: Ingest, link: Link, detail: str) -> None:
-        self.status.link, self.status.detail, self.status.since = link, detail, ingest.now()

@@ -78,7 +78,7 @@ from websockets.typing import Subprotocol
 
 from heartmon.backoff import backoff_delay
 from heartmon.rate_limit import RateLimit
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
+from heartmon.sources import Client, Heard, Ingest, SourceStatus, unfit_name
 from heartmon.sources.connect_wire import (
     FROM_WORKER,
     Kind,
@@ -264,11 +264,11 @@ class InngestSource:
                                  create_connection=_Connection, subprotocols=[PROTOCOL], max_size=MAX_FRAME_BYTES,
                                  compression=None, ping_interval=None, close_timeout=CLOSE_S,
                                  logger=logging.getLogger("heartmon.sources.inngest.ws")) as server:
-                    self._set(ingest, "connected", f"Connect gateway on {self.host}:{self.port}")
+                    self.status.set("connected", f"Connect gateway on {self.host}:{self.port}")
                     attempt = 0
                     await server.serve_forever()
             except OSError as exc:
-                self._set(ingest, "retrying", f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}")
+                self.status.set("retrying", f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}")
             await asyncio.sleep(backoff_delay(attempt, 0.5, self.retry_max_s))
             attempt += 1
 
@@ -390,7 +390,7 @@ class InngestSource:
         now = ingest.now()
         ingest.heard(self.label, name, now, self._heard(conn))
         ingest.vouch(self.label, name, now, "Connect socket open")
-        self._set(ingest, "connected", self._connected())
+        self.status.set("connected", self._connected())
         return conn
 
     def _beat(self, conn: _Conn, now: float, ingest: Ingest) -> None:
@@ -417,14 +417,11 @@ class InngestSource:
             now = ingest.now()
             ingest.gone(self.label, conn.name, now, reason)
             ingest.vouch(self.label, conn.name, now, None)
-        self._set(ingest, "connected", self._connected())
+        self.status.set("connected", self._connected())
 
     def _connected(self) -> str:
         return f"Connect gateway on {self.host}:{self.port}, {len(self._names)} workers connected"
 
-    def _set(self, ingest: Ingest, link: Link, detail: str) -> None:
-        if (self.status.link, self.status.detail) != (link, detail):
-            self.status.link, self.status.detail, self.status.since = link, detail, ingest.now()
 
 
 def _decode(frame: str | bytes) -> Message:

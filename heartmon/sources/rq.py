@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from heartmon.backoff import backoff_delay
-from heartmon.sources import Client, Heard, Ingest, Link, SourceStatus, unfit_name
+from heartmon.sources import Client, Heard, Ingest, SourceStatus, unfit_name
 from heartmon.sources.redis_link import RedisAddress, redis_address
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class RqSource:
                 attempt = 0
                 now = ingest.now()
                 if self.status.link != "connected":
-                    self._set("connected", "", now)
+                    self.status.set("connected")
                     self._lost = False
                 self._take(ingest, rows, now)
                 await asyncio.sleep(max(0.0, started + self.poll_s - ingest.now()))
@@ -238,7 +238,7 @@ class RqSource:
             ingest.source_lost(self.status.label, now)
             self._lost = True
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        self._set("retrying", detail, now)
+        self.status.set("retrying", detail)
 
     def _take(self, ingest: Ingest, rows: list[list[Any]], now: float) -> None:
         label = self.status.label
@@ -304,5 +304,3 @@ class RqSource:
         ingest.heard(self.status.label, name, now,
                      Heard(interval, "rq", pid=reading.pid, host=reading.host, doing=doing))
 
-    def _set(self, link: Link, detail: str, now: float) -> None:
-        self.status.link, self.status.detail, self.status.since = link, detail, now

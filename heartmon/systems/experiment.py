@@ -25,8 +25,8 @@ from pathlib import Path
 from heartmon.config import Settings
 from heartmon.matrix import STARVED_AFTER_INTERVALS, Matrix, largest_gap
 from heartmon.polling import PollTimeout, until
-from heartmon.sources import Heard, Source
-from heartmon.systems.launch import Processes, SystemsError, node_sdk, redis_server
+from heartmon.sources import Heard, Source, no_client
+from heartmon.systems.launch import Processes, SystemsError, free_port, node_sdk, redis_server
 
 SYSTEMS_DURATION_S = 5.0
 """Probes long enough to show against Celery's 1 s heartbeats (3 s to be called starved)."""
@@ -201,10 +201,10 @@ async def _start_celery(run: Run) -> list[Subject]:
     from heartmon.sources.celery import from_url
     from heartmon.systems.celery_app import app
 
-    port = _free_port()
+    port = free_port()
     run.processes.spawn("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no"])
-    await run.follow(from_url(f"celery+redis://127.0.0.1:{port}/0", Settings(), _no_client))
+    await run.follow(from_url(f"celery+redis://127.0.0.1:{port}/0", Settings(), no_client))
     broker = f"redis://127.0.0.1:{port}/0"
     app.conf.broker_url = broker
     host = socket.gethostname()
@@ -225,8 +225,8 @@ async def _start_inngest(run: Run) -> list[Subject]:
     appears (function execution through Inngest is not needed to starve a heartbeat)."""
     from heartmon.sources.inngest import from_url
 
-    port = _free_port()
-    await run.follow(from_url(f"inngest://127.0.0.1:{port}", Settings(), _no_client))
+    port = free_port()
+    await run.follow(from_url(f"inngest://127.0.0.1:{port}", Settings(), no_client))
     base = f"http://127.0.0.1:{port}"
     probe_file = run.work / "inngest-python.probe"
     run.processes.spawn("inngest-python", [
@@ -263,16 +263,3 @@ def _file_sender(path: Path) -> Callable[[str, float], Awaitable[None]]:
         part.write_text(f"{probe} {seconds}")
         os.replace(part, path)
     return send
-
-
-def _no_client():
-    raise RuntimeError("the experiment's sources make no HTTP requests")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-

@@ -11,7 +11,7 @@ from heartmon.config import ConfigError, Settings, load_settings
 from heartmon.detector import Thresholds
 from heartmon.fleet import FleetSpecError, parse_fleet_spec
 from heartmon.probes import ProbeError, load_registry
-from heartmon.sources import SourceError, parse_source
+from heartmon.sources import SourceError, no_client, parse_source
 from heartmon.urls import check_address
 
 ANY_SCHEME = ("ws", "wss", "http", "https")
@@ -19,11 +19,7 @@ MAX_WORKERS = 200
 
 
 def _source(spec: str):
-    return parse_source(spec, Settings(), _no_client)
-
-
-def _no_client() -> httpx.AsyncClient:
-    raise AssertionError("a source that is only parsed never asks for a client")
+    return parse_source(spec, Settings(), no_client)
 
 
 @pytest.mark.parametrize(
