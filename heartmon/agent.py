@@ -41,13 +41,16 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import RawArray
+from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from heartmon import __version__
 from heartmon.backoff import backoff_delay
+from heartmon.capture import BLOCK_FROM, LAG, SLOTS, STAMP, StackReader, stack_pipe, start_capture
 from heartmon.lifeline import die_with_parent
 from heartmon.probes import ProbeRegistry, load_registry
 from heartmon.protocol import (
@@ -61,6 +64,7 @@ from heartmon.protocol import (
     ProbeFinished,
     ProbeStarted,
     ProtocolError,
+    StackReport,
     decode_from_worker,
     decode_to_worker,
     encode,
@@ -71,8 +75,6 @@ log = logging.getLogger("heartmon.agent")
 
 TICK_S = 0.01
 """How often the main loop stamps the shared clock: the resolution of main_blocked_ms."""
-_STAMP, _LAG = 0, 1
-"""Slots of the shared array: the main loop's last stamp (monotonic s), its worst lag (ms)."""
 ACK_TIMEOUT_S = 1.0
 MAX_PENDING_INJECTS = 32
 """Injects the main loop may hold at once, queued or running. The heartbeat side answers
@@ -98,16 +100,32 @@ class AgentConfig:
     token: str | None = None
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
+    capture: Literal["auto", "sampler", "off"] = "auto"
+    """How the main thread's stack is taken while its loop is blocked (heartmon.capture):
+    ``auto`` by a signal handler that needs no GIL (a sampling thread where that cannot
+    run), ``sampler`` by the thread alone, ``off`` not at all."""
+    capture_after_ms: int | None = None
+    """Blocked this long, the stack is taken (and again at 2×, 4×, 8× … while the block
+    lasts); by default the detector's late threshold, two intervals."""
+
+    @property
+    def capture_after_s(self) -> float:
+        return (self.capture_after_ms or 2 * self.interval_ms) / 1000
 
 
-async def watch_main_loop(shared) -> None:
-    """Runs on the main loop: stamps the shared clock and records how late it wakes."""
+async def watch_main_loop(shared, arm: Callable[[], None], after_s: float) -> None:
+    """Runs on the main loop: stamps the shared clock, records how late it wakes, keeps
+    the stack watchdog from firing (``arm``) and, after a block long enough to have
+    fired it, saves where the block started for the reader that times the dumps."""
     while True:
         expected = time.monotonic() + TICK_S
         await asyncio.sleep(TICK_S)
         now = time.monotonic()
-        shared[_LAG] = max(shared[_LAG], (now - expected) * 1000)
-        shared[_STAMP] = now
+        shared[LAG] = max(shared[LAG], (now - expected) * 1000)
+        if now - shared[STAMP] >= after_s - TICK_S:
+            shared[BLOCK_FROM] = shared[STAMP]
+        shared[STAMP] = now
+        arm()
 
 
 class Beater:
@@ -125,6 +143,8 @@ class Beater:
         probes: list[str],
         pid: int | None = None,
         instance: str | None = None,
+        stacks: Connection | None = None,
+        stacks_on_loop_thread: bool = False,
     ) -> None:
         self.config = config
         self.pid = pid or os.getpid()
@@ -142,6 +162,15 @@ class Beater:
         """Injects handed to the main loop whose probe_finished has not come back, by id."""
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
+        self.online = False
+        self.stacks = None if stacks is None else StackReader(
+            stacks, shared, config.capture_after_s, self._stack, on_blocked_thread=stacks_on_loop_thread)
+        """Reads the main thread's stacks, taken while its loop is blocked (heartmon.capture)."""
+
+    def _stack(self, report: StackReport) -> None:
+        """A stack taken while no hub is connected describes a block nobody saw: dropped."""
+        if self.online:
+            self._queue(report)
 
     def enqueue(self, message: Message, sent: concurrent.futures.Future | None = None) -> None:
         """Queues a report of the main loop for the hub; a probe_finished frees its slot."""
@@ -177,6 +206,15 @@ class Beater:
         return asyncio.wrap_future(sent)
 
     async def run(self) -> None:
+        if self.stacks is not None:
+            self.stacks.start()
+        try:
+            await self._connect()
+        finally:
+            if self.stacks is not None:
+                self.stacks.close()
+
+    async def _connect(self) -> None:
         url = hub_ws(self.config.hub, "/connect")
         headers = auth_headers(self.config.token)
         attempt = 0
@@ -213,10 +251,12 @@ class Beater:
 
     async def _session(self, ws: ClientConnection) -> None:
         sender = asyncio.create_task(self._send(ws))
+        self.online = True
         try:
             async for frame in ws:
                 self._on_frame(frame)
         finally:
+            self.online = False
             sender.cancel()
             with suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
@@ -233,10 +273,10 @@ class Beater:
             self.take(message)
 
     def _beat(self, now: float, lateness_s: float) -> Beat:
-        lag_ms = self.shared[_LAG]
-        self.shared[_LAG] = 0.0
+        lag_ms = self.shared[LAG]
+        self.shared[LAG] = 0.0
         if self.isolated:
-            blocked_ms: float | None = max(0.0, (now - self.shared[_STAMP] - TICK_S) * 1000)
+            blocked_ms: float | None = max(0.0, (now - self.shared[STAMP] - TICK_S) * 1000)
         else:
             # On the loop the beat's own lateness is the loop's lag.
             lag_ms, blocked_ms = max(lag_ms, lateness_s * 1000), None
@@ -249,16 +289,18 @@ class Beater:
             now = time.monotonic()
             # seq counts interval slots since start, so a silence shows as a gap in seq.
             slot = int((now - self.t0) / interval)
-            if slot > self.seq:
-                lateness = now - (self.t0 + slot * interval)
-                self.seq = slot
-                await ws.send(encode(self._beat(now, lateness)))
+            if slot > self.seq and self.stacks is not None:
+                self.stacks.collect()  # a stack taken during a block goes before the beat that ends it
             while self.pending:
                 message, sent = self.pending[0]
                 await ws.send(encode(message))
                 self.pending.popleft()
                 if sent is not None and not sent.done():
                     sent.set_result(None)
+            if slot > self.seq:
+                lateness = now - (self.t0 + slot * interval)
+                self.seq = slot
+                await ws.send(encode(self._beat(now, lateness)))
             self.wake.clear()
             next_at = self.t0 + (self.seq + 1) * interval
             with suppress(TimeoutError):
@@ -311,30 +353,40 @@ class Agent:
         that a hub can tell this agent coming back from another one taking its name."""
 
     async def run(self) -> None:
-        shared = RawArray("d", 2)
-        shared[_STAMP] = time.monotonic()
-        watcher = asyncio.create_task(watch_main_loop(shared))
+        shared = RawArray("d", SLOTS)
+        shared[STAMP] = time.monotonic()
+        stacks, dumps = stack_pipe()
+        capture = start_capture(dumps.fileno(), shared, self.config.capture_after_s, self.config.capture)
+        if capture is None:
+            stacks.close()
+        watcher = asyncio.create_task(watch_main_loop(shared, capture.arm if capture else lambda: None,
+                                                      self.config.capture_after_s))
         try:
             runner_for = {"none": self._on_loop, "thread": self._in_thread, "process": self._in_process}
-            await runner_for[self.config.isolation](shared)
+            await runner_for[self.config.isolation](shared, stacks if capture else None)
         finally:
             watcher.cancel()
+            if capture is not None:
+                capture.close()
+            dumps.close()
 
-    def _beater(self, shared, deliver: Callable[[Inject], None]) -> Beater:
-        return Beater(self.config, shared, deliver, self.registry.names(), instance=self.instance)
+    def _beater(self, shared, deliver: Callable[[Inject], None], stacks: Connection | None,
+                on_loop_thread: bool = False) -> Beater:
+        return Beater(self.config, shared, deliver, self.registry.names(), instance=self.instance, stacks=stacks,
+                      stacks_on_loop_thread=on_loop_thread)
 
-    async def _on_loop(self, shared) -> None:
+    async def _on_loop(self, shared, stacks: Connection | None) -> None:
         runner = ProbeRunner(self.registry, report=lambda m: beater.enqueue_threadsafe(m))
-        beater = self._beater(shared, runner.submit)
+        beater = self._beater(shared, runner.submit, stacks, on_loop_thread=True)
         await beater.run()
 
-    async def _in_thread(self, shared) -> None:
+    async def _in_thread(self, shared, stacks: Connection | None) -> None:
         runner = ProbeRunner(self.registry, report=lambda m: beater.enqueue_threadsafe(m))
         started: concurrent.futures.Future[tuple[Beater, asyncio.Task]] = concurrent.futures.Future()
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         async def beat_in_thread() -> None:
-            beater = self._beater(shared, runner.submit_threadsafe)
+            beater = self._beater(shared, runner.submit_threadsafe, stacks)
             task = asyncio.create_task(beater.run())
             started.set_result((beater, task))
             with suppress(asyncio.CancelledError):
@@ -356,7 +408,7 @@ class Agent:
             beater.loop.call_soon_threadsafe(task.cancel)
             await asyncio.to_thread(thread.join, 2.0)
 
-    async def _in_process(self, shared) -> None:
+    async def _in_process(self, shared, stacks: Connection | None) -> None:
         """The heartbeat child holds the connection and passes injects over a socket
         pair; this loop runs them and passes its reports back. Both ends write through
         their event loop's buffer, so neither ever blocks on the other: the child's loop
@@ -370,7 +422,8 @@ class Agent:
         try:
             child = ctx.Process(
                 target=_beat_in_child,
-                args=(self.config, shared, theirs, log_out, level, os.getpid(), self.registry.names(), self.instance),
+                args=(self.config, shared, theirs, log_out, level, os.getpid(), self.registry.names(), self.instance,
+                      stacks),
                 name=f"heartmon-heartbeat-{self.config.name}",
                 daemon=True,
             )
@@ -380,8 +433,9 @@ class Agent:
                 sock.close()
             raise
         finally:
-            theirs.close()
-            log_out.close()
+            for sock in (theirs, log_out, stacks):
+                if sock is not None:
+                    sock.close()  # the child has its own copies
         relay = threading.Thread(target=relay_logs, args=(log_in,), name=f"heartmon-logs-{self.config.name}",
                                  daemon=True)
         relay.start()
@@ -517,22 +571,22 @@ def relay_logs(sock: socket.socket) -> None:
 
 
 def _beat_in_child(config: AgentConfig, shared, sock: socket.socket, log_sock: socket.socket, log_level: int,
-                   parent: int, probes: list[str], instance: str | None) -> None:
+                   parent: int, probes: list[str], instance: str | None, stacks: Connection | None) -> None:
     """Entry point of the heartbeat process: it lives exactly as long as its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     die_with_parent(parent)
-    asyncio.run(_child_main(config, shared, sock, log_sock, log_level, probes, parent, instance))
+    asyncio.run(_child_main(config, shared, sock, log_sock, log_level, probes, parent, instance, stacks))
 
 
 async def _child_main(config: AgentConfig, shared, sock: socket.socket, log_sock: socket.socket, log_level: int,
-                      probes: list[str], parent: int, instance: str | None) -> None:
+                      probes: list[str], parent: int, instance: str | None, stacks: Connection | None) -> None:
     loop = asyncio.get_running_loop()
     log_transport, _ = await loop.create_unix_connection(asyncio.Protocol, sock=log_sock)
     root = logging.getLogger()
     root.addHandler(ForwardLogs(log_transport, loop))
     root.setLevel(log_level)  # the parent filters again, with its own loggers' levels
     channel = await Channel.open(sock)
-    beater = Beater(config, shared, channel.send, probes, pid=parent, instance=instance)
+    beater = Beater(config, shared, channel.send, probes, pid=parent, instance=instance, stacks=stacks)
     task = asyncio.create_task(beater.run())
 
     async def read_reports() -> None:

@@ -31,12 +31,14 @@ from heartmon.protocol import (
     ProbeStarted,
     ProtocolError,
     Snapshot,
+    StackReport,
     WorkerBeat,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
     WorkerProbeFinished,
     WorkerProbeStarted,
+    WorkerStack,
     check_version,
 )
 
@@ -165,6 +167,8 @@ class HubState:
             record.pending.discard(message.id)
             return WorkerProbeFinished(worker=name, id=message.id, elapsed_s=message.elapsed_s,
                                        error=message.error, recv_at=recv_at)
+        if isinstance(message, StackReport):
+            return WorkerStack(worker=name, recv_at=recv_at, **message.model_dump(exclude={"type"}))
         raise ProtocolError("unexpected", f"{message.type!r} is only valid as the first frame")
 
     def left(self, record: WorkerRecord, reason: str, now: float) -> list[Message]:

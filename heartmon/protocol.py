@@ -61,6 +61,49 @@ class Beat(Message):
     """How long the main loop has been blocked right now; only isolated agents know."""
 
 
+FrameKind = Literal["app", "library", "python", "heartmon"]
+"""Whose code a stack frame is: the app's own (heartmon's probes count as the app's: they
+are the load), an installed third-party package, Python's standard library, or
+heartmon's machinery. Screens dim all but the app's frames."""
+MAX_STACK_FRAMES = 64
+"""Innermost frames a stack report carries at most; ``more`` says how many were left out.
+With the field limits below, a report stays under MAX_FRAME_BYTES."""
+
+
+class Frame(Message):
+    """One frame of a stack: where the code is, never what its variables hold."""
+
+    file: str = Field(max_length=300)
+    line: int = Field(ge=0)
+    function: str = Field(max_length=200)
+    """The qualified name where it is known (``GilHold.run``)."""
+    code: str | None = Field(default=None, max_length=200)
+    """The source line, stripped, when the file could be read."""
+    kind: FrameKind
+
+
+class _StackFields(Message):
+    v: int = Field(ge=1)
+    """The stack report's own version (1): fields may be added in later ones."""
+    taken_at: float
+    """When the sample was taken, sender's clock: during the block, not when it was sent."""
+    blocked_ms: float = Field(ge=0)
+    """How long the main loop had been blocked when the sample was taken."""
+    via: Literal["signal", "sampler"]
+    """``signal``: written by a signal handler on the blocked thread, which needs no GIL;
+    ``sampler``: read by a thread of the worker, which needs the GIL to run."""
+    frames: list[Frame] = Field(min_length=1, max_length=MAX_STACK_FRAMES)
+    """Innermost (most recent call) first."""
+    more: int = Field(0, ge=0)
+    """Outer frames left out."""
+
+
+class StackReport(_StackFields):
+    """The worker's main thread, sampled while its loop is blocked."""
+
+    type: Literal["stack"] = "stack"
+
+
 class ProbeStarted(Message):
     type: Literal["probe_started"] = "probe_started"
     id: str = Field(max_length=64)
@@ -160,10 +203,17 @@ class WorkerProbeFinished(Message):
     recv_at: float
 
 
-FromWorker = Hello | Beat | ProbeStarted | ProbeFinished
+class WorkerStack(_StackFields):
+    type: Literal["stack"] = "stack"
+    worker: WorkerName
+    recv_at: float
+
+
+FromWorker = Hello | Beat | ProbeStarted | ProbeFinished | StackReport
 """What a worker may send: a hello first, then the rest."""
 ToWorker = Inject | Error
-ToMonitor = Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished | Error
+ToMonitor = (Snapshot | WorkerJoined | WorkerBeat | WorkerLeft | WorkerProbeStarted | WorkerProbeFinished
+             | WorkerStack | Error)
 
 WorkerFrame = Annotated[FromWorker, Field(discriminator="type")]
 HubToWorkerFrame = Annotated[ToWorker, Field(discriminator="type")]
