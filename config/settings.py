@@ -62,6 +62,9 @@ class MonitorSettings(BaseModel):
                                     description="a local pid above this CPU use is evidence of life")
     idle_cpu_percent: float = Field(10.0, ge=0, le=100,
                                     description="a pid that was burning CPU counts as idle again only below this")
+    py_spy: str = Field("py-spy", description="the py-spy that reads where a local worker's blocked loop is "
+                                              "stuck (a name or a path); empty: never run it")
+    py_spy_timeout_ms: int = Field(2000, gt=0, le=60_000, description="a py-spy dump slower than this is abandoned")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> MonitorSettings:

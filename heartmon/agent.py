@@ -163,6 +163,9 @@ class Beater:
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.online = False
+        self.stack_reports: deque[StackReport] = deque()
+        """Sent before anything else: before the beat that ends their block (which would
+        close the episode without them), and before the probe reports that follow it."""
         self.stacks = None if stacks is None else StackReader(
             stacks, shared, config.capture_after_s, self._stack, on_blocked_thread=stacks_on_loop_thread)
         """Reads the main thread's stacks, taken while its loop is blocked (heartmon.capture)."""
@@ -170,7 +173,8 @@ class Beater:
     def _stack(self, report: StackReport) -> None:
         """A stack taken while no hub is connected describes a block nobody saw: dropped."""
         if self.online:
-            self._queue(report)
+            self.stack_reports.append(report)
+            self.wake.set()
 
     def enqueue(self, message: Message, sent: concurrent.futures.Future | None = None) -> None:
         """Queues a report of the main loop for the hub; a probe_finished frees its slot."""
@@ -257,6 +261,7 @@ class Beater:
                 self._on_frame(frame)
         finally:
             self.online = False
+            self.stack_reports.clear()
             sender.cancel()
             with suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
@@ -291,16 +296,19 @@ class Beater:
             slot = int((now - self.t0) / interval)
             if slot > self.seq and self.stacks is not None:
                 self.stacks.collect()  # a stack taken during a block goes before the beat that ends it
+            while self.stack_reports:
+                await ws.send(encode(self.stack_reports[0]))
+                self.stack_reports.popleft()
+            if slot > self.seq:
+                lateness = now - (self.t0 + slot * interval)
+                self.seq = slot
+                await ws.send(encode(self._beat(now, lateness)))
             while self.pending:
                 message, sent = self.pending[0]
                 await ws.send(encode(message))
                 self.pending.popleft()
                 if sent is not None and not sent.done():
                     sent.set_result(None)
-            if slot > self.seq:
-                lateness = now - (self.t0 + slot * interval)
-                self.seq = slot
-                await ws.send(encode(self._beat(now, lateness)))
             self.wake.clear()
             next_at = self.t0 + (self.seq + 1) * interval
             with suppress(TimeoutError):
@@ -433,9 +441,10 @@ class Agent:
                 sock.close()
             raise
         finally:
-            for sock in (theirs, log_out, stacks):
-                if sock is not None:
-                    sock.close()  # the child has its own copies
+            theirs.close()  # the child has its own copies
+            log_out.close()
+            if stacks is not None:
+                stacks.close()
         relay = threading.Thread(target=relay_logs, args=(log_in,), name=f"heartmon-logs-{self.config.name}",
                                  daemon=True)
         relay.start()

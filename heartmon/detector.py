@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from heartmon.native import would_show
+from heartmon.stacks import Stack
 
 State = Literal["healthy", "late", "starved", "busy", "dead", "unknown"]
 STATES: tuple[State, ...] = ("dead", "starved", "late", "busy", "healthy", "unknown")
@@ -175,6 +176,8 @@ class Episode:
     missed: int
     probe: str | None
     main_blocked_ms: float | None
+    stack: Stack | None = None
+    """Where the main thread was stuck during it, if a stack was taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,10 @@ class Transition:
     native: str | None = None
     """What the worker's own system would show at that moment, where it has a rule
     (``Celery/Flower would show: offline``)."""
+    stack: Stack | None = None
+    """Where the main thread is (or was) stuck in the block this move is part of."""
+    blocked_s: float | None = None
+    """For a move that ends a block (a recovery, a busy loop free again): its length."""
 
 
 Key = tuple[str, str]
@@ -233,6 +240,12 @@ class Tracker:
     """An unknown worker its source no longer lists: dead if it has not joined by then."""
     due: float | None = field(default=None, init=False)
     """The deadline this tracker is scheduled at in its fleet's heap, if any."""
+    stack: Stack | None = field(default=None, init=False)
+    """The newest stack heard of, from this block or an earlier one."""
+    stack_note: str | None = field(default=None, init=False)
+    """Why no stack could be taken (py-spy may not read the pid, say)."""
+    blocked_since: float | None = field(default=None, init=False)
+    """When the current block began (silence or busy main loop); None while healthy."""
 
     def __post_init__(self) -> None:
         self.gaps = Gaps(self.thresholds.phi.sample_window)
@@ -273,13 +286,15 @@ class Tracker:
         blocked = main_blocked_ms is not None and main_blocked_ms >= self.thresholds.busy_after * self.interval_s * 1000
         if state in SILENT:
             self.episodes += 1
-            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms)
+            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms, self.current_stack())
             after: State = "busy" if blocked else "healthy"
-            return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode)
+            return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode, blocked_s=gap)
         if blocked and state != "busy":
+            self.blocked_since = now - main_blocked_ms / 1000  # type: ignore[operator]  # blocked: not None
             return self._move(now, "busy", f"main loop blocked for {main_blocked_ms:.0f} ms")
         if not blocked and state == "busy":
-            return self._move(now, "healthy", "main loop free again")
+            since = self.blocked_since if self.blocked_since is not None else now
+            return self._move(now, "healthy", "main loop free again", blocked_s=now - since)
         return []
 
     def disconnected(self, now: float, reason: str) -> list[Transition]:
@@ -299,6 +314,20 @@ class Tracker:
         it reconnects, so absence is not yet evidence: it has ``dead_after`` intervals."""
         if self.state == "unknown" and self.back_by is None:
             self.back_by = now + self.thresholds.dead_after * self.interval_s
+
+    def stacked(self, stack: Stack) -> bool:
+        """A stack of this worker's main thread arrived. True when it is the first one of
+        a block already under way (the move that announced the block could not name it)."""
+        first = self.blocked_since is not None and self.current_stack() is None
+        if self.stack is None or stack.taken_at >= self.stack.taken_at or self.current_stack() is None:
+            self.stack, self.stack_note = stack, None
+        return first and self.state in ("starved", "busy")
+
+    def current_stack(self) -> Stack | None:
+        """The newest stack if it belongs to the block under way (it arrived after the
+        block began, on the monitor's clock: the worker's clock is not trusted)."""
+        stack, since = self.stack, self.blocked_since
+        return stack if stack is not None and since is not None and stack.received_at >= since else None
 
     def vouch(self, because: str | None) -> None:
         """The source's own evidence of life, or its absence. A pid that is gone still
@@ -376,9 +405,15 @@ class Tracker:
         return self.vouched if self.vouched is not None else "process burning CPU"
 
     def _move(self, now: float, to: State, reason: str, episode: Episode | None = None,
-              silence_s: float | None = None) -> list[Transition]:
+              silence_s: float | None = None, blocked_s: float | None = None) -> list[Transition]:
         if to == self.state and episode is None:
             return []
         before, self.state = self.state, to
+        if to in SILENT and self.blocked_since is None:
+            self.blocked_since = now - self.silence(now)
         native = would_show(self.isolation, self.silence(now), self.interval_s) if self.isolation else None
-        return [Transition(now, self.name, before, to, reason, episode, self.source, silence_s, native)]
+        stack = self.current_stack()
+        if to == "healthy" or to == "busy" and before in SILENT:
+            self.blocked_since = None if to == "healthy" else now - (self.main_blocked_ms or 0) / 1000
+        return [Transition(now, self.name, before, to, reason, episode, self.source, silence_s, native, stack,
+                           blocked_s)]

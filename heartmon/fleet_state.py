@@ -18,9 +18,13 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from heartmon.detector import AVAILABLE, STATES, Key, State, Thresholds, Tracker, Transition
+from heartmon.protocol import Frame
+from heartmon.stacks import Stack
 
 STALL_WINDOWS = 64
 PROBE_HISTORY = 20
+MAX_CULPRITS = 500
+"""Functions remembered as culprits; past it the one blamed longest ago is forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,39 @@ class ProbeRun:
     error: str | None = None
 
 
-LogEntry = Transition | MonitorStall
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """The first stack of a block that was announced before any stack came: where a
+    starved or busy worker is stuck, as soon as it is known."""
+
+    at: float
+    worker: str
+    source: str
+    stack: Stack
+
+
+@dataclass(slots=True)
+class Culprit:
+    """A function that blocked main loops: in how many blocks, of which workers, for how
+    long in all. Counted when a block ends with a stack taken during it."""
+
+    frame: Frame
+    """The latest block's culprit frame (its line may differ between blocks)."""
+    workers: set[Key]
+    blocks: int = 0
+    total_s: float = 0.0
+    last_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the monitor says once about itself (py-spy may not read pids, say)."""
+
+    at: float
+    text: str
+
+
+LogEntry = Transition | MonitorStall | Stuck | Notice
 
 
 class FleetState:
@@ -59,6 +95,8 @@ class FleetState:
         order of the workers knows when it must sort again."""
         self._due: list[tuple[float, int, Key]] = []
         self._pushes = 0
+        self.culprits: dict[tuple[str, str], Culprit] = {}
+        """By (file, function) of each block's culprit frame."""
 
     # --- arrivals ---------------------------------------------------------------
 
@@ -149,6 +187,25 @@ class FleetState:
         tracker = self.trackers.get(key)
         if tracker is not None:
             tracker.probe = activity
+
+    def stack(self, now: float, key: Key, stack: Stack) -> list[Stuck]:
+        tracker = self.trackers.get(key)
+        if tracker is None or not tracker.stacked(stack):
+            return []
+        entry = Stuck(now, tracker.name, tracker.source, stack)
+        self.log.append(entry)
+        self.logged += 1
+        return [entry]
+
+    def notice(self, now: float, text: str) -> None:
+        self.log.append(Notice(now, text))
+        self.logged += 1
+
+    def stack_note(self, key: Key, note: str) -> None:
+        """Why no stack could be taken of this worker: shown where its stack would be."""
+        tracker = self.trackers.get(key)
+        if tracker is not None:
+            tracker.stack_note = note
 
     def probe_started(self, now: float, key: Key, id: str, probe: str, duration_s: float) -> None:
         if key in self.trackers:
@@ -256,7 +313,23 @@ class FleetState:
             self.log.extend(changes)
             self.logged += len(changes)
             self.version += 1
+            for change in changes:
+                if change.stack is not None and change.blocked_s is not None:
+                    self._blame(change.stack, (change.source, change.worker), change.blocked_s, change.at)
         return changes
+
+    def _blame(self, stack: Stack, key: Key, length_s: float, at: float) -> None:
+        frame = stack.culprit
+        culprit = self.culprits.get((frame.file, frame.function))
+        if culprit is None:
+            if len(self.culprits) >= MAX_CULPRITS:
+                del self.culprits[min(self.culprits, key=lambda k: self.culprits[k].last_at)]
+            culprit = self.culprits[(frame.file, frame.function)] = Culprit(frame, set())
+        culprit.frame = frame
+        culprit.workers.add(key)
+        culprit.blocks += 1
+        culprit.total_s += length_s
+        culprit.last_at = at
 
     def new_entries(self, seen: int) -> list[LogEntry]:
         """Entries logged after the first ``seen`` (as many as the log still holds)."""

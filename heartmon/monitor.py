@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable
 import httpx
 import psutil
 
+from heartmon import py_spy
 from heartmon.config import Settings
-from heartmon.detector import Key
+from heartmon.detector import Key, Transition
 from heartmon.fleet_state import FleetState
 from heartmon.protocol import (
     Snapshot,
@@ -34,13 +35,18 @@ from heartmon.protocol import (
     WorkerLeft,
     WorkerProbeFinished,
     WorkerProbeStarted,
+    WorkerStack,
 )
 from heartmon.sources import Heard, Source, parse_source
+from heartmon.stacks import Stack
 from heartmon.view import FleetView, SourceView, Viewer, ViewRequest
 
 JUDGE_SLACK_S = 0.002
 """Deadlines that fall within this of each other are judged in one wake-up: a thousand
 workers' deadlines cost at most a few hundred wake-ups a second, each at most this late."""
+SPIES_AT_ONCE = 2
+"""py-spy runs at most this many at a time (each takes some 15 ms of a core): a fleet
+that goes late at once is read a few workers at a time, not all at once."""
 
 
 class Monitor:
@@ -76,6 +82,12 @@ class Monitor:
         self._alarm_due = 0.0
         self._alive_at = clock()
         self._subscribers: list[Callable[[FleetView], None]] = []
+        self._py_spy = py_spy.find(settings.monitor.py_spy)
+        self._spied: set[tuple[Key, float]] = set()
+        """(worker, start of its block) py-spy was asked to read: once per block."""
+        self._spies: set[asyncio.Task] = set()
+        self._spying: asyncio.Semaphore | None = None
+        self._notes: set[str] = set()
 
     # --- life -------------------------------------------------------------------
 
@@ -120,6 +132,7 @@ class Monitor:
     async def run(self) -> None:
         """Ingest until cancelled, on the running loop."""
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        self._spying = asyncio.Semaphore(SPIES_AT_ONCE)
         try:
             async with httpx.AsyncClient(transport=self.transport) as client:
                 self._client = client
@@ -127,6 +140,8 @@ class Monitor:
         finally:
             if self._alarm is not None:
                 self._alarm.cancel()
+            for spy in self._spies:
+                spy.cancel()
 
     # --- the one read API ---------------------------------------------------------
 
@@ -203,8 +218,60 @@ class Monitor:
         now = self.now()
         with self._lock:
             self._awake(now)
-            self._fleet.evaluate_due(now)
+            self._spy_on(self._fleet.evaluate_due(now))
             self._arm()
+
+    # --- stacks -----------------------------------------------------------------
+
+    def _spy_on(self, changes: list[Transition]) -> None:
+        """A local worker that just went silent: py-spy reads where it is stuck, once per
+        block, from its first sign (late), so that the move to starved can name it."""
+        if self._loop is None or self._spying is None:
+            return
+        for change in changes:
+            if change.to_state not in ("late", "starved"):
+                continue
+            tracker = self._fleet.trackers.get((change.source, change.worker))
+            if (tracker is None or not tracker.pid or tracker.host != self.hostname or tracker.blocked_since is None
+                    or tracker.current_stack() is not None or (tracker.key, tracker.blocked_since) in self._spied):
+                continue
+            if self._py_spy is None:
+                self._note(tracker.key, py_spy.NOT_INSTALLED if self.settings.monitor.py_spy else None)
+                continue
+            if len(self._spied) > 4096:  # blocks long over; only the current ones matter
+                self._spied.clear()
+            self._spied.add((tracker.key, tracker.blocked_since))
+            spy = self._loop.create_task(self._spy(tracker.key, tracker.pid, self._py_spy))
+            self._spies.add(spy)
+            spy.add_done_callback(self._spies.discard)
+
+    async def _spy(self, key: Key, pid: int, command: str) -> None:
+        assert self._spying is not None
+        async with self._spying:
+            try:
+                frames, more = await py_spy.dump(command, pid, self.settings.monitor.py_spy_timeout_ms / 1000)
+            except (py_spy.SpyError, OSError) as exc:
+                with self._lock:
+                    self._note(key, str(exc))
+                return
+        now = self.now()
+        with self._lock:
+            tracker = self._fleet.trackers.get(key)
+            since = tracker.blocked_since if tracker is not None else None
+            blocked_ms = None if since is None else round((now - since) * 1000, 3)
+            self._fleet.stack(now, key, Stack(tuple(frames), now, blocked_ms, "py-spy", now, more))
+
+    def _note(self, key: Key, note: str | None) -> None:
+        """Why a worker's stack could not be read: on its detail screen, and once in the
+        log for each distinct reason (the pid left out, so that a fleet says it once)."""
+        if note is None:
+            return
+        self._fleet.stack_note(key, note)
+        general = note.replace(f"pid {self._fleet.trackers[key].pid}", "a pid") if key in self._fleet.trackers \
+            else note
+        if general not in self._notes:
+            self._notes.add(general)
+            self._fleet.notice(self.now(), note)
 
     async def _evidence(self) -> None:
         """Local workers: is the pid still there, is it burning CPU?"""
@@ -226,7 +293,7 @@ class Monitor:
     def pid_reading(self, key: Key, now: float, alive: bool, burning: bool) -> None:
         """What the evidence loop read of a local worker's pid (a scripted fleet says it by hand)."""
         with self._lock:
-            self._fleet.evidence(now, key, alive, burning)
+            self._spy_on(self._fleet.evidence(now, key, alive, burning))
             self._arm()
 
     # --- what sources report (called on the ingest loop) --------------------------
@@ -252,6 +319,11 @@ class Monitor:
                     fleet.probe_started(now, (source, message.worker), message.id, message.probe, message.duration_s)
                 case WorkerProbeFinished():
                     fleet.probe_finished(now, (source, message.worker), message.id, message.elapsed_s, message.error)
+                case WorkerStack():
+                    # Taken on the worker's clock; shown on ours (never later than it came).
+                    taken = min(now, message.taken_at - self.wall_offset)
+                    fleet.stack(now, (source, message.worker), Stack(tuple(message.frames), taken, message.blocked_ms,
+                                                                     message.via, now, message.more))
                 case Snapshot():
                     self._resync(source, message, now)
             self._arm()
@@ -311,7 +383,7 @@ class Monitor:
 
     def vouch(self, source: str, name: str, now: float, because: str | None) -> None:
         with self._lock:
-            self._fleet.vouch(now, (source, name), because)
+            self._spy_on(self._fleet.vouch(now, (source, name), because))
             self._arm()
 
 

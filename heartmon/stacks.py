@@ -53,6 +53,8 @@ class Stack:
     """How long the loop had been blocked when it was taken (py-spy cannot know)."""
     via: str
     """``signal`` or ``sampler`` (the worker's agent), or ``py-spy`` (the monitor)."""
+    received_at: float
+    """On the monitor's clock: which block a stack belongs to is judged by when it came."""
     more: int = 0
 
     @property

@@ -14,12 +14,14 @@ for ``events`` and ``check``, and from a scripted fleet in tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from heartmon.detector import AVAILABLE, STATES, Key, State, Tracker, Transition
-from heartmon.fleet_state import FleetState, LogEntry, ProbeRun
+from heartmon.fleet_state import Culprit, FleetState, LogEntry, ProbeRun
 from heartmon.native import would_show
+from heartmon.protocol import Frame
+from heartmon.stacks import Stack
 
 SORTS = ("worst first", "name", "max gap", "missed")
 """p99 is shown, not sorted by: a percentile of every worker on every view costs too much."""
@@ -56,6 +58,8 @@ class ViewRequest:
     """Log entries the reader already has (``FleetView.logged`` of its last view)."""
     strip_width: int = 0
     """Columns of the heartbeat strip; 0 for none."""
+    culprits: bool = False
+    """Whether the view should carry the fleet's culprits (the culprits screen is open)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,22 @@ class DetailView:
     """Evidence of life its source sees besides beats ("RQ says busy in a job")."""
     native: str | None = None
     """What the worker's own system shows now, where it has a rule."""
+    stack: Stack | None = None
+    """The newest stack of its main thread, taken while its loop was blocked."""
+    stuck_now: bool = False
+    """Whether that stack belongs to a block still under way (else to the last one)."""
+    stack_note: str | None = None
+    """Why no stack could be taken, if that was tried and failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CulpritView:
+    frame: Frame
+    workers: tuple[str, ...]
+    """Sorted names (with their source, where more than one source is watched)."""
+    blocks: int
+    total_s: float
+    last_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +166,8 @@ class FleetView:
     entries: tuple[LogEntry, ...] = ()
     """Log entries after the request's ``seen``."""
     detail: DetailView | None = None
+    culprits: tuple[CulpritView, ...] = ()
+    """Most time blocked first, when the request asks for them."""
 
     @property
     def no_available_worker(self) -> bool:
@@ -207,11 +229,13 @@ class Viewer:
         if request.detail is not None and (shown := fleet.trackers.get(request.detail)) is not None:
             detail = detail_of(fleet, shown, now, request.strip_width)
         counts = fleet.counts()
+        culprits = culprits_of(fleet.culprits.values()) if request.culprits else ()
         return FleetView(
             at=now, wall_offset=wall_offset, counts=counts,
             available=sum(counts[state] for state in AVAILABLE), total=len(fleet.trackers),
             matching=len(order), offset=start, rows=rows, cursor=cursor,
-            logged=fleet.logged, entries=tuple(fleet.new_entries(request.seen)), detail=detail, **status,
+            logged=fleet.logged, entries=tuple(fleet.new_entries(request.seen)), detail=detail, culprits=culprits,
+            **status,
         )
 
 
@@ -276,4 +300,13 @@ def detail_of(fleet: FleetState, t: Tracker, now: float, strip_width: int = 0) -
         entries=tuple(entries[-DETAIL_ENTRIES:]), probes=tuple(fleet.probes.get(t.key, ())),
         doing=t.probe, vouched=t.vouched,
         native=would_show(t.isolation, t.silence(now), t.interval_s),
+        stack=t.stack, stuck_now=t.current_stack() is not None, stack_note=t.stack_note,
     )
+
+
+def culprits_of(culprits: Iterable[Culprit]) -> tuple[CulpritView, ...]:
+    ranked = sorted(culprits, key=lambda c: (-c.total_s, -c.blocks, c.frame.file, c.frame.function))
+    sources = {source for c in ranked for source, _ in c.workers}
+    return tuple(CulpritView(c.frame, tuple(sorted(name if len(sources) < 2 else f"{name} ({source})"
+                                                   for source, name in c.workers)),
+                             c.blocks, c.total_s, c.last_at) for c in ranked)
