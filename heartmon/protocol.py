@@ -83,6 +83,7 @@ class Frame(Message):
 
 
 class _StackFields(Message):
+    type: Literal["stack"] = "stack"
     v: int = Field(ge=1)
     """The stack report's own version (1): fields may be added in later ones."""
     taken_at: float
@@ -100,8 +101,6 @@ class _StackFields(Message):
 
 class StackReport(_StackFields):
     """The worker's main thread, sampled while its loop is blocked."""
-
-    type: Literal["stack"] = "stack"
 
 
 class ProbeStarted(Message):
@@ -204,7 +203,6 @@ class WorkerProbeFinished(Message):
 
 
 class WorkerStack(_StackFields):
-    type: Literal["stack"] = "stack"
     worker: WorkerName
     recv_at: float
 

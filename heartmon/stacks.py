@@ -111,7 +111,7 @@ def split_dumps(text: str, complete: bool) -> tuple[list[tuple[float | None, str
     dumps: list[tuple[float | None, str]] = []
     for index, head in enumerate(heads):
         end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
-        body = text[head.end():end]
+        body = text[head.end():end].removeprefix("\n")
         last = index + 1 == len(heads)
         if last and not (complete or _ends_stack(body)):
             return dumps, text[head.start():]

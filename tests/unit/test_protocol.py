@@ -14,6 +14,9 @@ WORKER_FRAMES = [
     p.ProbeStarted(id="a1", probe="gil-hold", duration_s=2.0),
     p.ProbeFinished(id="a1", elapsed_s=2.01, error=None),
     p.ProbeFinished(id="a2", elapsed_s=0.0, error="ProbeError: boom"),
+    p.StackReport(v=1, taken_at=1.7, blocked_ms=200.0, via="signal", more=0,
+                  frames=[p.Frame(file="/srv/app/jobs.py", line=12, function="Report.render", code="x = f()",
+                                  kind="app")]),
 ]
 INFO = p.WorkerInfo(worker="thread-1", isolation="thread", pid=1, host="h", interval_ms=100, agent="a",
                     probes=[], connected_at=1.0)
@@ -87,7 +90,7 @@ def test_every_example_in_the_protocol_doc_decodes():
     doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     decoders = {"worker": p.decode_from_worker, "to-worker": p.decode_to_worker, "monitor": p.decode_to_monitor}
     examples = re.findall(r"```json (\S+)\n(.*?)\n```", doc, re.S)
-    assert len(examples) == 12
+    assert len(examples) == 14
     for direction, frame in examples:
         message = decoders[direction](frame)
         assert p.encode(message) == frame, f"the doc's {message.type} is not in canonical form"
