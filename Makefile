@@ -31,6 +31,7 @@ PAIRS ?= 5
 TUI_SECONDS ?= 15
 BURN ?= 1
 bench: $(STAMP)
+	$(BIN)/python benchmarks/capture.py --runs $(RUNS)
 	$(BIN)/python benchmarks/detector.py --runs $(RUNS)
 	$(BIN)/python benchmarks/pipeline.py --pairs $(PAIRS)
 	$(BIN)/python benchmarks/deadlines.py --runs $(RUNS)

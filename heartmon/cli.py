@@ -152,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--isolation", choices=ISOLATIONS, default="none", help="where heartbeats are sent from")
     worker.add_argument("--name", help="worker name (default: MODE-PID)")
     worker.add_argument("--interval-ms", type=_positive_int, default=1000, help="heartbeat interval (default: 1000)")
+    worker.add_argument("--capture", choices=("auto", "sampler", "off"), default="auto",
+                        help="how the main thread's stack is taken while its loop is blocked: by a signal handler "
+                             "that needs no GIL (auto, default), by a sampling thread, or not at all")
 
     sub.add_parser("probes", help="list the load probes that are installed")
 
@@ -402,7 +405,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args, flags=("token",))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation,
-                         interval_ms=args.interval_ms, token=settings.token)
+                         interval_ms=args.interval_ms, token=settings.token, capture=args.capture)
     _run(Agent(config).run())
     return 0
 

@@ -161,6 +161,7 @@ class Monitor:
 
     def request(self, request: ViewRequest) -> None:
         """A screen asks for a view; in-process it is built and handed over at once."""
+        self.asked(request)
         view = self.view(request)
         for callback in self._subscribers:
             callback(view)
@@ -241,11 +242,15 @@ class Monitor:
             if len(self._spied) > 4096:  # blocks long over; only the current ones matter
                 self._spied.clear()
             self._spied.add((tracker.key, tracker.blocked_since))
-            spy = self._loop.create_task(self._spy(tracker.key, tracker.pid, self._py_spy))
-            self._spies.add(spy)
-            spy.add_done_callback(self._spies.discard)
+            self._start_spy(tracker.key, tracker.pid, self._py_spy)
 
-    async def _spy(self, key: Key, pid: int, command: str) -> None:
+    def _start_spy(self, key: Key, pid: int, command: str, via: str = "py-spy") -> None:
+        assert self._loop is not None
+        spy = self._loop.create_task(self._spy(key, pid, command, via))
+        self._spies.add(spy)
+        spy.add_done_callback(self._spies.discard)
+
+    async def _spy(self, key: Key, pid: int, command: str, via: str) -> None:
         assert self._spying is not None
         async with self._spying:
             try:
@@ -259,7 +264,26 @@ class Monitor:
             tracker = self._fleet.trackers.get(key)
             since = tracker.blocked_since if tracker is not None else None
             blocked_ms = None if since is None else round((now - since) * 1000, 3)
-            self._fleet.stack(now, key, Stack(tuple(frames), now, blocked_ms, "py-spy", now, more))
+            self._fleet.stack(now, key, Stack(tuple(frames), now, blocked_ms, via, now, more))
+
+    def asked(self, request: ViewRequest) -> None:
+        """What a request asks besides a view: a worker's stack read now."""
+        if request.spy is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._spy_asked, request.spy)
+
+    def _spy_asked(self, key: Key) -> None:
+        with self._lock:
+            tracker = self._fleet.trackers.get(key)
+            if tracker is None:
+                return
+            if not tracker.pid or tracker.host != self.hostname:
+                self._fleet.stack_note(key, f"py-spy reads workers on this machine ({self.hostname}) only; "
+                                            f"this one runs on {tracker.host or 'a host not known'}")
+            elif self._py_spy is None:
+                self._note(key, py_spy.NOT_INSTALLED if self.settings.monitor.py_spy else
+                           "py-spy is turned off (monitor.py_spy is empty)")
+            else:
+                self._start_spy(key, tracker.pid, self._py_spy, "py-spy, asked")
 
     def _note(self, key: Key, note: str | None) -> None:
         """Why a worker's stack could not be read: on its detail screen, and once in the

@@ -198,6 +198,8 @@ async def _serve(sock: socket.socket) -> None:
             if not data:
                 return  # the UI is gone: so are we
             if requests := frames.feed(data):
+                for request in requests:
+                    monitor.asked(request)
                 last = requests[-1]
                 await loop.sock_sendall(sock, _frame(monitor.view(last)))
     finally:

@@ -60,6 +60,8 @@ class ViewRequest:
     """Columns of the heartbeat strip; 0 for none."""
     culprits: bool = False
     """Whether the view should carry the fleet's culprits (the culprits screen is open)."""
+    spy: Key | None = None
+    """A worker whose stack the user asks to read now (py-spy), whatever was read before."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,11 +157,18 @@ def test_py_spy_names_what_a_service_heartmon_did_not_write_is_stuck_in(services
                    "a stack of the hogging service")
         detail = monitor.view(ViewRequest(detail=key)).detail
         request.join(30)
+        # Read once per block by itself; read again when the user asks, busy or not.
+        wait_until(lambda: _row(monitor, "api").state == "healthy", 30, "the service back")
+        monitor.request(ViewRequest(spy=key))
+        wait_until(lambda: monitor.view(ViewRequest(detail=key)).detail.stack.via == "py-spy, asked", 20,
+                   "the stack asked for")
+        idle = monitor.view(ViewRequest(detail=key)).detail.stack
     assert detail.pid == service.pid
     culprit = detail.stack.culprit
     assert (culprit.function, Path(culprit.file).name, culprit.kind) == ("hog", "asgi_app.py", "app"), detail.stack
     assert detail.stack.via == "py-spy"
     assert "while time.perf_counter() < end" in (culprit.code or "") or "n += 1" in (culprit.code or "")
+    assert "hog" not in {frame.function for frame in idle.frames}, idle  # now it waits for requests
 
 
 def test_py_spy_without_ptrace_permission_says_what_to_grant(services, tmp_path):
