@@ -23,10 +23,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
 
 from heartmon.commands import Answer, HubClient
-from heartmon.detector import Key, Transition
+from heartmon.detector import Key
 from heartmon.report import clock_time, describe
-from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST
-from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
+from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST, entry_style
+from heartmon.tui.screens import CulpritsScreen, DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
 from heartmon.view import FleetView, ViewRequest
 
@@ -56,6 +56,7 @@ class HeartmonApp(App):
         Binding("slash", "filter", "filter"),
         Binding("p", "pause", "pause"),
         Binding("question_mark", "help", "help"),
+        Binding("c", "culprits", "culprits"),  # last: on a narrow footer it gives way before help does
     ]
 
     def __init__(self, feed: Feed, hub_client: HubClient, *, tick_s: float = 0.25,
@@ -117,12 +118,13 @@ class HeartmonApp(App):
         """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`."""
         if not self.is_running:
             return  # quitting: the screens are being torn down, and a tick may still fire
-        table = self.table
+        table, screen = self.table, self.screen
         offset, height = table.rows_wanted
-        detail = self.screen.worker if isinstance(self.screen, DetailScreen) else None
+        detail = screen.worker if isinstance(screen, DetailScreen) else None
         self.feed.request(ViewRequest(
             sort=self.sort, filter=self.filter_text, offset=offset, height=height, cursor=table.cursor_key,
             cursor_index=table.cursor, detail=detail, seen=self._seen, strip_width=table.strip_width,
+            culprits=isinstance(screen, CulpritsScreen),
         ))
 
     def refresh_view(self) -> None:
@@ -136,9 +138,11 @@ class HeartmonApp(App):
             return  # quitting: a view may still arrive while the screens are torn down
         self._show_sources(view)
         self._show_summary(view)
-        table = self.table
-        if isinstance(self.screen, DetailScreen) and view.detail is not None:
-            self.screen.show(view.detail, view)
+        table, screen = self.table, self.screen
+        if isinstance(screen, DetailScreen) and view.detail is not None:
+            screen.show(view.detail, view)
+        elif isinstance(screen, CulpritsScreen):
+            screen.show(view)
         if self.paused:
             return  # ingest goes on; the table and the log hold still, and catch up after
         table.show(view)
@@ -150,8 +154,8 @@ class HeartmonApp(App):
             log.write(Text(f"… {skipped} more entries at once, not shown: `heartmon events` has them all", "dim"))
             fresh = fresh[skipped:]
         for entry in fresh:
-            style = STATE_STYLE[entry.to_state] if isinstance(entry, Transition) else "magenta"
-            log.write(Text.assemble((clock_time(entry.at, view.wall) + " ", "dim"), (describe(entry), style)))
+            when = clock_time(entry.at, view.wall)
+            log.write(Text.assemble((when + " ", "dim"), (describe(entry), entry_style(entry))))
         self._seen = max(self._seen, view.logged)
 
     def _show_sources(self, view: FleetView) -> None:
@@ -255,6 +259,9 @@ class HeartmonApp(App):
         if worker := self.table.selected:
             self.push_screen(DetailScreen(worker))
 
+    def action_culprits(self) -> None:
+        self.push_screen(CulpritsScreen())
+
     def on_fleet_table_selected(self, message: FleetTable.Selected) -> None:
         self.push_screen(DetailScreen(message.worker))
 
@@ -263,6 +270,8 @@ class HeartmonApp(App):
         yield SystemCommand("Inject a probe", "Put real load on a worker's main thread", self.action_inject)
         yield SystemCommand("Worker details", "Gaps, distribution, episodes and probes of the selected worker",
                             self.action_details)
+        yield SystemCommand("Top culprits", "The functions main loops were blocked in, most time first",
+                            self.action_culprits)
         yield SystemCommand("Cycle the sort", f"Sort by: {', '.join(SORTS)}", self.action_cycle_sort)
         yield SystemCommand("Filter workers", "By name, isolation or state", self.action_filter)
         yield SystemCommand("Pause or resume the display", "Ingest goes on while paused", self.action_pause)

@@ -6,10 +6,12 @@ none of them computes anything about the fleet.
 
 from __future__ import annotations
 
-from heartmon.detector import State
+from heartmon.detector import State, Transition
+from heartmon.fleet_state import LogEntry, Notice, Stuck
 from heartmon.view import SORTS, STRIP_SPAN_S, WORST_FIRST, RowView
 
-__all__ = ["SORTS", "WORST_FIRST", "SYMBOL", "STATE_STYLE", "COLUMNS", "WIDTHS", "cells", "ms", "age"]
+__all__ = ["SORTS", "WORST_FIRST", "SYMBOL", "STATE_STYLE", "COLUMNS", "WIDTHS", "cells", "ms", "age",
+           "entry_style"]
 
 SYMBOL: dict[State, str] = {"healthy": "●", "busy": "◑", "late": "◌", "starved": "▲", "dead": "✕", "unknown": "?"}
 """A symbol beside every state word: the state is never told by colour alone."""
@@ -80,3 +82,14 @@ def cells(row: RowView, name: str | None = None) -> tuple[str, ...]:
 
 def fit(values: tuple[str, ...], shown: tuple[int, ...]) -> list[str]:
     return [values[i][:WIDTHS[i]].ljust(WIDTHS[i]) for i in shown]
+
+
+def entry_style(entry: LogEntry) -> str:
+    """A log line's colour: a move in its new state's; where a worker is stuck in red, like
+    the starvation it explains; what the monitor says about itself in yellow, its own
+    stalls in magenta (no worker's colour: no worker is blamed)."""
+    if isinstance(entry, Transition):
+        return STATE_STYLE[entry.to_state]
+    if isinstance(entry, Stuck):
+        return "bold red"
+    return "yellow" if isinstance(entry, Notice) else "magenta"

@@ -1,9 +1,11 @@
-"""The detail screen, the inject dialog and the help screen."""
+"""The detail screen, the culprits screen, the inject dialog and the help screen."""
 
 from __future__ import annotations
 
+from itertools import groupby
 from typing import TYPE_CHECKING
 
+from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,11 +16,12 @@ from textual.widgets.option_list import Option
 
 from heartmon.detector import Key
 from heartmon.fleet_state import ProbeRun
-from heartmon.protocol import ISOLATIONS
+from heartmon.protocol import ISOLATIONS, Frame
 from heartmon.report import clock_time, describe
+from heartmon.stacks import Stack, where
 from heartmon.tui.model import STATE_STYLE, SYMBOL, age, ms
 from heartmon.tui.widgets import GapPlot
-from heartmon.view import BUCKETS, DetailView, FleetView
+from heartmon.view import BUCKETS, CulpritView, DetailView, FleetView
 
 if TYPE_CHECKING:
     from heartmon.tui.app import HeartmonApp
@@ -33,9 +36,10 @@ class OfHeartmon:
 
 
 class DetailScreen(OfHeartmon, Screen):
-    """One worker: its gaps over time against the thresholds, their distribution,
-    its episodes and the probes it ran. While it is open, the app's requests ask for
-    this worker's details, and every view that comes back is shown here."""
+    """One worker: its gaps over time against the thresholds, where its main thread is
+    (or last was) stuck beside its episodes, then their distribution and the probes it
+    ran. While it is open, the app's requests ask for this worker's details, and every
+    view that comes back is shown here."""
 
     BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("i", "app.inject", "inject")]
 
@@ -47,9 +51,11 @@ class DetailScreen(OfHeartmon, Screen):
         with VerticalScroll(id="detail"):
             yield Static(id="detail-title")
             yield GapPlot([], 0.2, 0.5, id="detail-plot")
-            with Horizontal(id="detail-columns"):
-                yield Static(id="detail-distribution")
+            with Horizontal(classes="detail-columns"):
+                yield Static(id="detail-stuck")
                 yield Static(id="detail-episodes")
+            with Horizontal(classes="detail-columns"):
+                yield Static(id="detail-distribution")
                 yield Static(id="detail-probes")
         yield Footer()
 
@@ -78,6 +84,7 @@ class DetailScreen(OfHeartmon, Screen):
             title.append(*note)
         self.query_one("#detail-title", Static).update(title)
         self.query_one(GapPlot).update(list(d.gaps), d.late_s, d.starved_s)
+        self.query_one("#detail-stuck", Static).update(_stuck_in(d, view))
         self.query_one("#detail-distribution", Static).update(_distribution(d.distribution, d.window))
         self.query_one("#detail-episodes", Static).update(self._episodes(d.entries, view))
         self.query_one("#detail-probes", Static).update(_probes(d.probes, view))
@@ -90,6 +97,68 @@ class DetailScreen(OfHeartmon, Screen):
         if not entries:
             text.append("none yet\n", style="dim")
         return text
+
+
+NO_STACK = "no stack yet: one is taken when the main loop is blocked past the late threshold"
+DIMMED = {"python": "Python", "heartmon": "heartmon"}
+"""Frames of the interpreter and of heartmon's machinery, by the name a fold says: they
+surround the culprit, and are rarely what the on-call engineer can change."""
+
+
+def _stuck_in(d: DetailView, view: FleetView) -> Group | Text:
+    """Where the main thread is stuck in the block under way, or was in the last one:
+    when and how the stack was read, then its frames. Frames are cut at the panel's
+    edge rather than wrapped, so that each stays one line under its location; like the
+    other columns, it ends with a blank line."""
+    stack = d.stack
+    head = Text()
+    title = "stuck in (now)" if d.stuck_now else "last stuck in" if stack is not None else "stuck in"
+    head.append(title, style="bold red" if d.stuck_now else "bold")
+    if stack is not None:
+        blocked = ms(stack.blocked_ms / 1000 if stack.blocked_ms is not None else None)
+        head.append(f"\ntaken {clock_time(stack.taken_at, view.wall)} · blocked {blocked} · read by {stack.via}",
+                    style="dim")
+    if d.stack_note:
+        head.append(f"\n{d.stack_note}", style="yellow")
+    elif stack is None:
+        head.append(f"\n{NO_STACK}", style="dim")
+    return Group(head, _frames(stack)) if stack is not None else head.append("\n")
+
+
+def _frames(stack: Stack) -> Text:
+    """Innermost first, and runs of two or more dimmed frames folded into one line (never
+    the culprit: a worker stuck in the interpreter's own code is named there)."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    culprit = stack.culprit if stack.frames else None
+    for folded, run in groupby(stack.frames, key=lambda frame: frame.kind in DIMMED and frame is not culprit):
+        frames = list(run)
+        if folded and len(frames) > 1:
+            kinds = {frame.kind for frame in frames}
+            owners = " and ".join(name for kind, name in DIMMED.items() if kind in kinds)
+            text.append(f"  … {len(frames)} frames of {owners}\n", style="dim")
+            continue
+        for frame in frames:
+            _frame(text, frame, _frame_style(frame, culprit))
+    if stack.more:
+        text.append(f"  … {stack.more} outer frames not sent\n", style="dim")
+    return text
+
+
+def _frame_style(frame: Frame, culprit: Frame | None) -> str:
+    """The culprit in reverse, the app's other frames bold, libraries' plain, the rest dim."""
+    if frame is culprit:
+        return "bold reverse"
+    if frame.kind in DIMMED:
+        return "dim"
+    return "bold" if frame.kind == "app" else ""
+
+
+def _frame(text: Text, frame: Frame, style: str) -> None:
+    """Its location, and its source line under it."""
+    text.append(where(frame), style=style)
+    text.append("\n")
+    if frame.code:
+        text.append(f"    {frame.code}\n", style="dim" if style == "dim" else "italic")
 
 
 def _probes(runs: tuple[ProbeRun, ...], view: FleetView) -> Text:
@@ -114,6 +183,58 @@ def _distribution(counts: tuple[int, ...], window: int) -> Text:
         text.append(f"{label:>13} ")
         text.append(f"{bar:<20}", style=style)
         text.append(f" {count}\n")
+    return text
+
+
+class CulpritsScreen(OfHeartmon, Screen):
+    """The functions the fleet's main loops were blocked in, most time first. While it is
+    open, the app's requests ask for them (a sort no other screen pays for), and every
+    view that comes back is shown here."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"),
+                Binding("c", "app.pop_screen", "back", show=False)]  # c again closes it, as ? closes help
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="culprits"):
+            yield Static(Text.assemble(
+                ("top culprits", "bold"), ": the functions main loops were blocked in, most time blocked first\n",
+                ("each block with a stack taken during it counts once, for the whole of its length", "dim"),
+            ), id="culprits-title")
+            yield Static(id="culprits-list")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.heartmon.ask()  # the culprits, now rather than on the next tick
+
+    def show(self, view: FleetView) -> None:
+        self.query_one("#culprits-list", Static).update(_culprits(view.culprits, view))
+
+
+TOP_CULPRITS = 50
+"""Rows the culprits screen shows; the rest are counted in one line."""
+NO_CULPRIT = "no culprit yet: a function is counted when a block with a stack taken during it ends"
+
+
+def _culprits(culprits: tuple[CulpritView, ...], view: FleetView) -> Text:
+    """One culprit a row, its code line under its function; the workers it blocked are
+    cut at the screen's edge."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if not culprits:
+        text.append(NO_CULPRIT, style="dim")
+        return text
+    shown = culprits[:TOP_CULPRITS]
+    width = min(60, max(len(where(c.frame)) for c in shown))
+    lead = f"{'blocked':>9} {'blocks':>6}  {'last':<12}  "  # the function column starts after it
+    text.append(f"{lead}{'function':<{width}}  workers it blocked\n", style="bold")
+    for c in shown:
+        text.append(f"{c.total_s:>7.1f} s {c.blocks:>6}  ")
+        text.append(f"{clock_time(c.last_at, view.wall)}  ", style="dim")
+        text.append(f"{where(c.frame):<{width}}", style="bold")
+        text.append(f"  {', '.join(c.workers)}\n")
+        if c.frame.code:
+            text.append(f"{'':{len(lead)}}{c.frame.code}\n", style="dim")
+    if len(culprits) > len(shown):
+        text.append(f"… {len(culprits) - len(shown)} more, each blocked for less\n", style="dim")
     return text
 
 
@@ -213,8 +334,9 @@ HELP = """\
   ? unknown   its source (a hub) is unreachable: nothing is known, it is not counted in the pool
 
 [b]Keys[/b]
-  enter  a worker's details: gaps over time, distribution, episodes, probes
+  enter  a worker's details: gaps over time, where it is stuck, episodes, distribution, probes
   i      inject a probe (load) into a worker, any worker, or every worker of a mode
+  c      the top culprits: the functions main loops were blocked in, most time first
   s      cycle the sort: worst first, name, max gap, missed
   /      filter by name, isolation or state (esc clears)
   p      pause the display (ingest goes on)

@@ -10,12 +10,14 @@ from heartmon.config import Settings
 from heartmon.detector import Key
 from heartmon.monitor import Monitor
 from heartmon.protocol import (
+    Frame,
     Snapshot,
     WorkerBeat,
     WorkerInfo,
     WorkerLeft,
     WorkerProbeFinished,
     WorkerProbeStarted,
+    WorkerStack,
 )
 from heartmon.sources import Heard
 from heartmon.tui.app import HeartmonApp
@@ -23,7 +25,7 @@ from heartmon.view import ViewRequest
 
 HUB = "ws://127.0.0.1:8787"
 START = 1000.0
-EPOCH = 1_795_000_000.0 - START  # the fake clock's 1000.0 is 2026-11-18 09:46:40 UTC
+EPOCH = 1_795_000_000.0 - START  # the fake clock's 1000.0 is 2026-11-18 11:06:40 UTC
 INTERVAL = 0.1
 FLEET = [("none-1", "none"), ("none-2", "none"), ("thread-1", "thread"), ("thread-2", "thread"),
          ("process-1", "process"), ("process-2", "process")]
@@ -32,6 +34,26 @@ PROBES = [
     {"name": "gil-hold", "description": "One long C call that never releases the GIL.", "demonstrates": "."},
     {"name": "sync-sleep", "description": "A blocking call that releases the GIL.", "demonstrates": "."},
 ]
+
+OUTER = (
+    Frame(file="/srv/app/heartmon/agent.py", line=337, function="ProbeRunner._handle",
+          code="self.registry.get(inject.probe)().run(inject.duration_s, **inject.params)", kind="heartmon"),
+    Frame(file="/usr/lib/python3.11/asyncio/events.py", line=80, function="Handle._run",
+          code="self._context.run(self._callback, *self._args)", kind="python"),
+    Frame(file="/usr/lib/python3.11/asyncio/base_events.py", line=1922, function="BaseEventLoop._run_once",
+          code="handle._run()", kind="python"),
+    Frame(file="/usr/lib/python3.11/asyncio/base_events.py", line=607, function="BaseEventLoop.run_forever",
+          code="self._run_once()", kind="python"),
+    Frame(file="/srv/app/main.py", line=12, function="<module>", code="asyncio.run(main())", kind="app"),
+)
+"""Below a probe: the agent runs it from its loop. Fixed paths: the same SVG on every machine."""
+GIL_HOLD = (Frame(file="/srv/app/probes/builtin.py", line=43, function="GilHold.run",
+                  code="any(map(deadline.__lt__, starmap(time.monotonic, repeat(()))))", kind="app"), *OUTER)
+BUSY_PYTHON = (Frame(file="/srv/app/probes/builtin.py", line=29, function="BusyPython.run",
+                     code="while time.monotonic() < deadline:", kind="app"), *OUTER)
+"""Main threads stuck in a probe, innermost first, as the agents would send them."""
+NO_PTRACE = ("py-spy may not read pid 4001: ptrace is not permitted. Run heartmon as the worker's user with "
+             "kernel.yama.ptrace_scope=0, or as root, or grant it: sudo setcap cap_sys_ptrace+ep /usr/bin/py-spy")
 
 
 class FakeClock:
@@ -105,6 +127,17 @@ class Script:
     def probe_done(self, worker: str, elapsed: float, id: str = "a1b2c3") -> None:
         self.feed(WorkerProbeFinished(worker=worker, id=id, elapsed_s=elapsed, recv_at=0))
 
+    def stack(self, worker: str, frames: tuple[Frame, ...], blocked_ms: float, via: str = "signal") -> None:
+        """The worker's agent sends its main thread's stack, taken now."""
+        self.feed(WorkerStack(worker=worker, recv_at=0, v=1, taken_at=self.clock.t + EPOCH, blocked_ms=blocked_ms,
+                              via=via, frames=list(frames), more=0))
+
+    def stack_note(self, worker: str, note: str) -> None:
+        """What the monitor says when py-spy cannot read a worker: on its detail screen,
+        and once in the log."""
+        with self.monitor._lock:
+            self.monitor._note((HUB, worker), note)
+
     def leave(self, worker: str, reason: str = "connection lost") -> None:
         self.feed(WorkerLeft(worker=worker, reason=reason, at=0))
 
@@ -125,12 +158,16 @@ def healthy() -> Script:
 
 
 def starving() -> Script:
-    """none-1 under gil-hold for 1.5 s so far; process-1 under the same probe, busy."""
+    """none-1 under gil-hold for 1.5 s so far; process-1 under the same probe, busy. The
+    agents' stacks come once each is stuck: none-1's after it was found starved."""
     script = healthy()
     script.probe("none-1", "gil-hold", 5)
     script.probe("process-1", "gil-hold", 5, id="d4e5f6")
     script.blocked["process-1"] = 0.0
-    script.run(1.5, silent=("none-1",))
+    script.run(0.7, silent=("none-1",))
+    script.stack("none-1", GIL_HOLD, 700)
+    script.stack("process-1", GIL_HOLD, script.blocked["process-1"])
+    script.run(0.8, silent=("none-1",))
     return script
 
 
@@ -141,6 +178,21 @@ def recovered() -> Script:
     script.probe_done("process-1", 5.0, id="d4e5f6")
     del script.blocked["process-1"]
     script.run(2)
+    return script
+
+
+def two_culprits() -> Script:
+    """After the recovery, process-2 busy for a second in busy-python: two functions have
+    blocked main loops, gil-hold's in two workers."""
+    script = recovered()
+    script.probe("process-2", "busy-python", 1, id="e7")
+    script.blocked["process-2"] = 0.0
+    script.run(0.5)
+    script.stack("process-2", BUSY_PYTHON, script.blocked["process-2"])
+    script.run(0.6)
+    script.probe_done("process-2", 1.0, id="e7")
+    del script.blocked["process-2"]
+    script.run(0.5)
     return script
 
 

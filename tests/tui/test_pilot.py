@@ -10,7 +10,7 @@ from heartmon.config import Settings
 from heartmon.monitor_process import MonitorProcess
 from heartmon.polling import until
 from heartmon.tui.app import HeartmonApp
-from heartmon.tui.screens import DetailScreen, HelpScreen, InjectScreen
+from heartmon.tui.screens import CulpritsScreen, DetailScreen, HelpScreen, InjectScreen
 from heartmon.tui.widgets import FleetTable
 from tests.harness import wait_until, workers
 from tests.tui import scripted
@@ -89,11 +89,27 @@ async def test_enter_opens_details_escape_returns_and_question_mark_helps():
         assert target == f"worker:{app.view.rows[1].name}"  # the row under the cursor, by default
 
 
+async def test_c_shows_the_culprits_asked_for_only_while_open_and_escape_returns():
+    app = scripted.recovered().app()
+    async with app.run_test(size=(130, 34)) as pilot:
+        main = app.screen
+        assert app.view.culprits == ()  # not asked for: they cost a sort
+        await pilot.press("c")
+        assert isinstance(app.screen, CulpritsScreen)
+        await pilot.pause()
+        shown = str(app.screen.query_one("#culprits-list").render())
+        assert "probes/builtin.py:43 GilHold.run" in shown and "none-1, process-1" in shown
+        await pilot.press("escape")
+        assert app.screen is main
+        app.ask()
+        assert app.view.culprits == ()
+
+
 async def test_the_command_palette_knows_the_actions():
     app = scripted.healthy().app()
     async with app.run_test(size=(130, 34)) as pilot:
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        for expected in ("Inject a probe", "Worker details", "Cycle the sort", "Filter workers",
+        for expected in ("Inject a probe", "Worker details", "Top culprits", "Cycle the sort", "Filter workers",
                          "Pause or resume the display", "Help"):
             assert expected in titles
         await pilot.press("ctrl+p", *"cycle the sort", "enter")

@@ -8,6 +8,7 @@ deliberate change with `pytest tests/tui --snapshot-update`, then look at the SV
 
 from textual.widgets import Input
 
+from heartmon.detector import Key
 from heartmon.tui.screens import DetailScreen
 from tests.tui import scripted
 
@@ -46,6 +47,8 @@ def test_no_available_worker_banner(snap_compare):
 
 
 def test_detail_screen(snap_compare):
+    """After recovery: where none-1 was last stuck, and the episode that names it."""
+
     async def open_none_1(pilot) -> None:
         await pilot.press("enter")  # the cursor starts on the first row: none-1 after recovery? sorted by worst
         await _settle(pilot)
@@ -87,11 +90,36 @@ def test_real_systems_beside_heartmons_own_workers(snap_compare):
     assert snap_compare(scripted.systems().app(), terminal_size=WIDE, run_before=_settle)
 
 
-def test_a_starved_celery_worker_says_what_celery_would_show(snap_compare):
-    script = scripted.systems()
-
-    async def open_solo(pilot) -> None:
-        pilot.app.push_screen(DetailScreen((scripted.CELERY, scripted.SOLO)))
+def _details(worker: Key):
+    """Opens a worker's detail screen, wherever its row is."""
+    async def open_details(pilot) -> None:
+        pilot.app.push_screen(DetailScreen(worker))
         await _settle(pilot)
 
-    assert snap_compare(script.app(), terminal_size=WIDE, run_before=open_solo)
+    return open_details
+
+
+def test_a_starved_celery_worker_says_what_celery_would_show(snap_compare):
+    assert snap_compare(scripted.systems().app(), terminal_size=WIDE,
+                        run_before=_details((scripted.CELERY, scripted.SOLO)))
+
+
+def test_the_detail_screen_says_where_a_starved_worker_is_stuck_now(snap_compare):
+    assert snap_compare(scripted.starving().app(), terminal_size=WIDE, run_before=_details((scripted.HUB, "none-1")))
+
+
+def test_a_worker_py_spy_may_not_read_says_why_it_has_no_stack(snap_compare):
+    script = scripted.healthy()
+    script.probe("none-2", "gil-hold", 5)
+    script.run(0.3, silent=("none-2",))
+    script.stack_note("none-2", scripted.NO_PTRACE)  # py-spy is tried once the worker is late
+    script.run(0.9, silent=("none-2",))
+    assert snap_compare(script.app(), terminal_size=WIDE, run_before=_details((scripted.HUB, "none-2")))
+
+
+def test_the_culprits_screen_ranks_the_functions_that_blocked_main_loops(snap_compare):
+    async def open_culprits(pilot) -> None:
+        await pilot.press("c")
+        await _settle(pilot)
+
+    assert snap_compare(scripted.two_culprits().app(), terminal_size=WIDE, run_before=open_culprits)
