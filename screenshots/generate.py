@@ -57,6 +57,10 @@ async def main() -> None:
                 await pilot.pause(1.0)
                 app.save_screenshot("detail.svg", str(HERE))
 
+                await pilot.press("escape", "c")  # gil-hold's function, in none-1 and process-1
+                await pilot.pause(1.0)
+                app.save_screenshot("culprits.svg", str(HERE))
+
                 await pilot.press("escape", "i")
                 await pilot.pause(1.0)
                 await pilot.press("down", "down")
