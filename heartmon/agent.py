@@ -378,7 +378,7 @@ class Agent:
                 capture.close()
             dumps.close()
 
-    def _beater(self, shared, deliver: Callable[[Inject], None], stacks: Connection | None,
+    def _beater(self, shared, deliver: Callable[[Inject], None], stacks: Connection | None = None,
                 on_loop_thread: bool = False) -> Beater:
         return Beater(self.config, shared, deliver, self.registry.names(), instance=self.instance, stacks=stacks,
                       stacks_on_loop_thread=on_loop_thread)
