@@ -319,7 +319,12 @@ class FleetState:
         return changes
 
     def _blame(self, stack: Stack, key: Key, length_s: float, at: float) -> None:
+        """Only code of the app or of a library is a culprit: a stack that is all
+        interpreter and heartmon is a loop waiting for work (its silence was the
+        machine's or the network's), or heartmon's own machinery."""
         frame = stack.culprit
+        if frame.kind not in ("app", "library"):
+            return
         culprit = self.culprits.get((frame.file, frame.function))
         if culprit is None:
             if len(self.culprits) >= MAX_CULPRITS:

@@ -114,8 +114,9 @@ class HeartmonApp(App):
 
     # --- asking and drawing -------------------------------------------------------
 
-    def ask(self) -> None:
-        """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`."""
+    def ask(self, spy: Key | None = None) -> None:
+        """Asks the engine for the view the screen needs now; it arrives in :meth:`_on_view`.
+        ``spy``: a worker whose stack py-spy should read now."""
         if not self.is_running:
             return  # quitting: the screens are being torn down, and a tick may still fire
         table, screen = self.table, self.screen
@@ -124,7 +125,7 @@ class HeartmonApp(App):
         self.feed.request(ViewRequest(
             sort=self.sort, filter=self.filter_text, offset=offset, height=height, cursor=table.cursor_key,
             cursor_index=table.cursor, detail=detail, seen=self._seen, strip_width=table.strip_width,
-            culprits=isinstance(screen, CulpritsScreen),
+            culprits=isinstance(screen, CulpritsScreen), spy=spy,
         ))
 
     def refresh_view(self) -> None:

@@ -41,7 +41,8 @@ class DetailScreen(OfHeartmon, Screen):
     ran. While it is open, the app's requests ask for this worker's details, and every
     view that comes back is shown here."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("i", "app.inject", "inject")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "back"), Binding("i", "app.inject", "inject"),
+                Binding("r", "read_stack", "read its stack now")]
 
     def __init__(self, worker: Key) -> None:
         super().__init__()
@@ -61,6 +62,10 @@ class DetailScreen(OfHeartmon, Screen):
 
     def on_mount(self) -> None:
         self.heartmon.ask()  # this worker's details, now rather than on the next tick
+
+    def action_read_stack(self) -> None:
+        """py-spy reads a local worker once per block by itself; this reads it now, busy or not."""
+        self.heartmon.ask(spy=self.worker)
 
     def show(self, d: DetailView, view: FleetView) -> None:
         r = d.row
@@ -335,6 +340,7 @@ HELP = """\
 
 [b]Keys[/b]
   enter  a worker's details: gaps over time, where it is stuck, episodes, distribution, probes
+         (there, r reads its stack now with py-spy: a local worker, whatever it is doing)
   i      inject a probe (load) into a worker, any worker, or every worker of a mode
   c      the top culprits: the functions main loops were blocked in, most time first
   s      cycle the sort: worst first, name, max gap, missed

@@ -97,7 +97,13 @@ def test_culprits_add_up_blocks_workers_and_time_most_time_first():
         fleet.evaluate_due(start + 0.75)
         fleet.stack(start + 0.8, key, _stack(start + 0.8, function))
         fleet.beat(start + 1.5, key)
-    view = Viewer(fleet).view(ViewRequest(culprits=True), 7.0, 0.0)
+    idle = Stack((Frame(file="/usr/lib/python3.11/selectors.py", line=468, function="EpollSelector.select",
+                        kind="python"),), 7.6, None, "py-spy", 7.6)
+    _beats(fleet, OTHER, 7.0, 7.5)  # a loop waiting for work, silent because the machine was: no culprit
+    fleet.evaluate_due(7.75)
+    fleet.stack(7.8, OTHER, idle)
+    fleet.beat(8.0, OTHER)
+    view = Viewer(fleet).view(ViewRequest(culprits=True), 8.0, 0.0)
     ranked = [(c.frame.function, c.workers, c.blocks, round(c.total_s, 3)) for c in view.culprits]
     assert ranked == [("Report.render", ("w1", "w2"), 2, 2.0), ("Parser.feed", ("w1",), 1, 1.0)]
-    assert Viewer(fleet).view(ViewRequest(), 7.0, 0.0).culprits == ()  # only when asked
+    assert Viewer(fleet).view(ViewRequest(), 8.0, 0.0).culprits == ()  # only when asked
