@@ -24,7 +24,7 @@ test: $(STAMP)
 matrix: $(STAMP)
 	$(BIN)/heartmon matrix
 
-# About ten minutes on 2 cores. Each benchmark repeats itself (RUNS) and prints the
+# About a quarter of an hour on 2 cores. Each benchmark repeats itself (RUNS) and prints the
 # median and spread with the machine's load; e.g. `make bench RUNS=5 TUI_SECONDS=30 BURN=0`.
 RUNS ?= 3
 PAIRS ?= 5
