@@ -32,6 +32,7 @@ from figures import print_machine, spread
 from heartmon.capture import SLOTS, stack_pipe, start_capture
 from heartmon.config import load_settings
 from heartmon.monitor import Monitor
+from heartmon.stopping import stop_processes
 from heartmon.view import ViewRequest
 
 HEARTMON = [sys.executable, "-m", "heartmon"]
@@ -49,12 +50,7 @@ def _start(*args: str) -> tuple[subprocess.Popen, str]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_processes([proc], 10)
 
 
 def worker_cpu(hub: str, capture: str, seconds: float) -> float:

@@ -16,6 +16,7 @@ taking in beats never share an interpreter lock.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -291,8 +292,7 @@ class Monitor:
         if note is None:
             return
         self._fleet.stack_note(key, note)
-        general = note.replace(f"pid {self._fleet.trackers[key].pid}", "a pid") if key in self._fleet.trackers \
-            else note
+        general = re.sub(r"pid \d+", "a pid", note)
         if general not in self._notes:
             self._notes.add(general)
             self._fleet.notice(self.now(), note)
