@@ -82,3 +82,23 @@ def test_monitors_may_not_send(fleet, client: httpx.Client):
         ws.send(json.dumps({"type": "beat"}))
         reply = next_event(ws, lambda e: e["type"] == "error")
         assert reply["code"] == "unexpected"
+
+
+def test_a_bad_stack_report_is_refused_and_counted_and_a_good_one_is_relayed(fleet, client: httpx.Client):
+    frame = {"file": "/srv/app/jobs.py", "line": 3, "function": "run", "code": None, "kind": "app"}
+    stack = {"type": "stack", "v": 1, "taken_at": 1.0, "blocked_ms": 200.0, "via": "signal", "frames": [frame]}
+    before = _rejected(client, "invalid_field")
+    with watch(fleet.url) as monitor, connect(f"{fleet.url}/connect") as ws:
+        ws.send(json.dumps({**HELLO, "worker": "stacker"}))
+        wait_until(lambda: "stacker" in workers(client), 10, "the stacker to join")
+        for bad, where in (({"frames": [frame] * 65}, "frames"), ({"frames": [{**frame, "kind": "mine"}]}, "kind"),
+                           ({"blocked_ms": -1}, "blocked_ms"), ({"frames": []}, "frames"),
+                           ({"frames": [{**frame, "locals": {"password": "x"}}]}, "locals")):
+            ws.send(json.dumps({**stack, **bad}))
+            reply = _error(ws)
+            assert reply["code"] == "invalid_field" and where in reply["message"], (bad, reply)
+        ws.send(json.dumps(stack))  # still connected: a good one goes through
+        relayed = next_event(monitor, lambda e: e["type"] == "stack" and e["worker"] == "stacker")
+    assert relayed["frames"] == [frame] and relayed["blocked_ms"] == 200.0
+    assert _rejected(client, "invalid_field") == before + 5
+    assert all(workers(client)[n]["available"] for n in NAMES)
