@@ -10,6 +10,11 @@ the block lasts. faulthandler's own timer (``dump_traceback_later``) is not used
 is one per process, so an app that uses it would lose it, and re-arming it costs a
 thread each time (about 100 µs: 1 % of a core at a 10 ms stamp).
 
+The signal interrupts the blocked thread, and only while it is blocked past ``after``:
+Python retries its own calls (``time.sleep``, ``select``, socket and pipe reads), but a
+C library that sleeps or waits without retrying on EINTR (``usleep``, ``nanosleep``)
+returns early there. ``capture="sampler"`` or ``"off"`` avoids it.
+
 Where that is not possible (no POSIX timers through ctypes, or no real-time signal
 free), a thread samples ``sys._current_frames()`` instead and says so once: it needs
 the GIL, so it sees pure-Python load, not a C call that holds the GIL.

@@ -344,8 +344,9 @@ class Monitor:
                 case WorkerProbeFinished():
                     fleet.probe_finished(now, (source, message.worker), message.id, message.elapsed_s, message.error)
                 case WorkerStack():
-                    # Taken on the worker's clock; shown on ours (never later than it came).
-                    taken = min(now, message.taken_at - self.wall_offset)
+                    # Taken on the worker's clock; shown on ours, between its block's start
+                    # (as the worker counts it) and its arrival, whatever that clock says.
+                    taken = min(now, max(now - message.blocked_ms / 1000 - 60, message.taken_at - self.wall_offset))
                     fleet.stack(now, (source, message.worker), Stack(tuple(message.frames), taken, message.blocked_ms,
                                                                      message.via, now, message.more))
                 case Snapshot():

@@ -70,14 +70,18 @@ MAX_STACK_FRAMES = 64
 With the field limits below, a report stays under MAX_FRAME_BYTES."""
 
 
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+"""No control characters: a frame's text is shown on a terminal as it came."""
+
+
 class Frame(Message):
     """One frame of a stack: where the code is, never what its variables hold."""
 
-    file: str = Field(max_length=300)
-    line: int = Field(ge=0)
-    function: str = Field(max_length=200)
+    file: str = Field(max_length=300, pattern=_PRINTABLE)
+    line: int = Field(ge=0, le=10_000_000)
+    function: str = Field(max_length=200, pattern=_PRINTABLE)
     """The qualified name where it is known (``GilHold.run``)."""
-    code: str | None = Field(default=None, max_length=200)
+    code: str | None = Field(default=None, max_length=200, pattern=_PRINTABLE)
     """The source line, stripped, when the file could be read."""
     kind: FrameKind
 
@@ -86,17 +90,17 @@ class _StackFields(Message):
     type: Literal["stack"] = "stack"
     v: int = Field(ge=1)
     """The stack report's own version (1): fields may be added in later ones."""
-    taken_at: float
+    taken_at: float = Field(ge=0, le=10_000_000_000)
     """When the sample was taken, sender's clock: during the block, not when it was sent."""
-    blocked_ms: float = Field(ge=0)
+    blocked_ms: float = Field(ge=0, le=1_000_000_000)
     """How long the main loop had been blocked when the sample was taken."""
     via: Literal["signal", "sampler"]
     """``signal``: written by a signal handler on the blocked thread, which needs no GIL;
     ``sampler``: read by a thread of the worker, which needs the GIL to run."""
     frames: list[Frame] = Field(min_length=1, max_length=MAX_STACK_FRAMES)
     """Innermost (most recent call) first."""
-    more: int = Field(0, ge=0)
-    """Outer frames left out."""
+    more: int = Field(0, ge=0, le=1_000_000)
+    """Outer frames left out, at least (faulthandler itself stops at 100 frames)."""
 
 
 class StackReport(_StackFields):

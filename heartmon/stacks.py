@@ -39,6 +39,7 @@ _SITE = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
 _HEARTMON_INSTALLED = re.compile(r"[/\\](?:site|dist)-packages[/\\]heartmon[/\\](?!probes[/\\])")
 _PYTHON_ELSEWHERE = re.compile(r"[/\\]lib[/\\]python3\.\d+[/\\]")
 """Another interpreter's library (py-spy reads processes of any install)."""
+MAX_COMPILE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,8 @@ def _ends_stack(body: str) -> bool:
 
 def parse_dump(body: str) -> tuple[list[Frame], int]:
     """One dump's frames, innermost first, as the agent sends them, and how many were
-    left out (over MAX_STACK_FRAMES, or past faulthandler's own depth limit)."""
+    left out, at least (over MAX_STACK_FRAMES, and one for faulthandler's "..." past
+    its own limit of 100 frames, which does not say how many)."""
     frames: list[Frame] = []
     more = 0
     for raw in body.splitlines():
@@ -141,15 +143,25 @@ def parse_dump(body: str) -> tuple[list[Frame], int]:
         if len(frames) == MAX_STACK_FRAMES:
             more += 1
             continue
-        frames.append(frame_at(match.group("file"), int(match.group("line")), match.group("function")))
+        frames.append(frame_at(_unescape(match.group("file")), int(match.group("line")),
+                               _unescape(match.group("function"))))
     return frames, more
 
 
+_ESCAPE = re.compile(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})|\\U([0-9a-f]{8})")
+
+
+def _unescape(text: str) -> str:
+    """faulthandler writes non-ASCII characters as ``\\xe9``, ``\\u20ac`` or ``\\U0001f600``:
+    the real path is needed to read the file."""
+    return _ESCAPE.sub(lambda m: chr(int(next(g for g in m.groups() if g), 16)), text) if "\\" in text else text
+
+
 def frame_at(file: str, line: int, function: str, *, qualified: bool = False) -> Frame:
-    """A frame with its kind, its qualified name (for the app's and libraries' code) and
+    """A frame with its kind, its qualified name (for the app's own code) and
     its source line, cut to the protocol's limits."""
     kind = classify(file)
-    if not qualified and kind in ("app", "library"):
+    if not qualified and kind == "app":
         function = qualname(file, line, function)
     code = linecache.getline(file, line).strip() or None if line > 0 else None
     return Frame(file=file if len(file) <= 300 else "…" + file[-299:], line=line, function=function[:200],
@@ -165,11 +177,17 @@ def format_frames(frames: Iterable[tuple[str, int, str]], at: float) -> str:
 
 def qualname(file: str, line: int, name: str) -> str:
     """``run`` at line 48 of a file is ``GilHold.run``: faulthandler writes only the code
-    object's name, and the qualified name is found by compiling the file once."""
+    object's name, and the qualified name is found by compiling the file once. Only the
+    app's own files are compiled, and none over MAX_COMPILE_BYTES: the reader runs on
+    the heartbeat side (in isolation none, on the app's loop), where a library's large
+    modules would cost tens of milliseconds each."""
     try:
-        mtime = os.stat(file).st_mtime_ns
+        stat = os.stat(file)
     except OSError:
         return name
+    if stat.st_size > MAX_COMPILE_BYTES:
+        return name
+    mtime = stat.st_mtime_ns
     best: tuple[int, str] | None = None
     for first, last, code_name, qualified in _code_ranges(file, mtime):
         if code_name == name and first <= line <= last and (best is None or last - first < best[0]):
@@ -177,7 +195,7 @@ def qualname(file: str, line: int, name: str) -> str:
     return best[1] if best else name
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _code_ranges(file: str, mtime: int) -> tuple[tuple[int, int, str, str], ...]:
     try:
         with open(file, "rb") as source:

@@ -145,7 +145,7 @@ def _frames(stack: Stack) -> Text:
         for frame in frames:
             _frame(text, frame, _frame_style(frame, culprit))
     if stack.more:
-        text.append(f"  … {stack.more} outer frames not sent\n", style="dim")
+        text.append(f"  … at least {stack.more} outer frames not sent\n", style="dim")
     return text
 
 

@@ -93,12 +93,15 @@ def test_a_bad_stack_report_is_refused_and_counted_and_a_good_one_is_relayed(fle
         wait_until(lambda: "stacker" in workers(client), 10, "the stacker to join")
         for bad, where in (({"frames": [frame] * 65}, "frames"), ({"frames": [{**frame, "kind": "mine"}]}, "kind"),
                            ({"blocked_ms": -1}, "blocked_ms"), ({"frames": []}, "frames"),
-                           ({"frames": [{**frame, "locals": {"password": "x"}}]}, "locals")):
+                           ({"frames": [{**frame, "locals": {"password": "x"}}]}, "locals"),
+                           ({"taken_at": -1e308}, "taken_at"), ({"more": 10**40}, "more"),
+                           ({"frames": [{**frame, "line": 10**30}]}, "line"),
+                           ({"frames": [{**frame, "function": "run\x1b[2J"}]}, "function")):
             ws.send(json.dumps({**stack, **bad}))
             reply = _error(ws)
             assert reply["code"] == "invalid_field" and where in reply["message"], (bad, reply)
         ws.send(json.dumps(stack))  # still connected: a good one goes through
         relayed = next_event(monitor, lambda e: e["type"] == "stack" and e["worker"] == "stacker")
     assert relayed["frames"] == [frame] and relayed["blocked_ms"] == 200.0
-    assert _rejected(client, "invalid_field") == before + 5
+    assert _rejected(client, "invalid_field") == before + 9
     assert all(workers(client)[n]["available"] for n in NAMES)

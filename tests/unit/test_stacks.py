@@ -54,6 +54,16 @@ def test_frames_come_innermost_first_with_their_kind_qualified_name_and_source_l
     assert qualname(str(app), 3, "missing") == "missing"
 
 
+def test_a_path_faulthandler_escaped_is_read_back(tmp_path):
+    folder = tmp_path / "my dir"
+    folder.mkdir()
+    app = folder / 'café "q".py'
+    app.write_text("class Menu:\n    def price(self):\n        return sum(range(10**9))\n")
+    escaped = str(app).replace("é", "\\xe9")  # as faulthandler writes it
+    (frame,), _ = parse_dump(_dump((escaped, 3, "price")).split("\n", 1)[1])
+    assert (frame.file, frame.function, frame.code) == (str(app), "Menu.price", "return sum(range(10**9))")
+
+
 @pytest.mark.parametrize(("path", "kind"), [
     (f"{STDLIB}/asyncio/base_events.py", "python"),
     ("/opt/other/lib/python3.9/json/decoder.py", "python"),  # another interpreter, read by py-spy
