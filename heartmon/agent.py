@@ -104,13 +104,12 @@ class AgentConfig:
     """How the main thread's stack is taken while its loop is blocked (heartmon.capture):
     ``auto`` by a signal handler that needs no GIL (a sampling thread where that cannot
     run), ``sampler`` by the thread alone, ``off`` not at all."""
-    capture_after_ms: int | None = None
-    """Blocked this long, the stack is taken (and again at 2×, 4×, 8× … while the block
-    lasts); by default the detector's late threshold, two intervals."""
 
     @property
     def capture_after_s(self) -> float:
-        return (self.capture_after_ms or 2 * self.interval_ms) / 1000
+        """Blocked this long, the stack is taken (and again at 2×, 4×, 8× … while the block
+        lasts): the detector's default late threshold, two intervals."""
+        return 2 * self.interval_ms / 1000
 
 
 async def watch_main_loop(shared, arm: Callable[[], None], after_s: float) -> None:

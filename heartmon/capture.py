@@ -189,7 +189,8 @@ def stack_pipe() -> tuple[Connection, Connection]:
     """(read end, write end) of a pipe: a pipe packs faulthandler's many small writes
     into pages, where a socket would spend a buffer per write. The read end can be
     handed to a spawned heartbeat child. The write end never blocks: a dump that does
-    not fit while nobody reads is cut short, and the reader drops the cut dump."""
+    not fit while nobody reads is cut short. A reader on another thread or process drops
+    it; the loop's own reader (isolation none) sends its innermost frames, which fit."""
     reader, writer = multiprocessing.Pipe(duplex=False)
     with suppress(OSError, AttributeError):  # Linux only; elsewhere the default size
         fcntl.fcntl(writer.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
@@ -247,7 +248,10 @@ class StackReader:
             return
         dumps, self._text = split_dumps(self._text, complete=self.on_blocked_thread or not wait_for_partial)
         for sampled_at, body in dumps:
-            self._report(sampled_at, body)
+            try:
+                self._report(sampled_at, body)
+            except ValueError as exc:  # a report the protocol refuses: the beats must go on
+                log.warning("a stack could not be reported: %s", str(exc).splitlines()[0])
         if self._text and self._partial is None and self._loop is not None:
             self._partial = self._loop.call_later(PARTIAL_WAIT_S, self._take_partial)
 

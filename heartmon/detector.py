@@ -176,8 +176,6 @@ class Episode:
     missed: int
     probe: str | None
     main_blocked_ms: float | None
-    stack: Stack | None = None
-    """Where the main thread was stuck during it, if a stack was taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,9 +284,11 @@ class Tracker:
         blocked = main_blocked_ms is not None and main_blocked_ms >= self.thresholds.busy_after * self.interval_s * 1000
         if state in SILENT:
             self.episodes += 1
-            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms, self.current_stack())
+            episode = Episode(now - gap, gap, missed, self.probe, main_blocked_ms)
             after: State = "busy" if blocked else "healthy"
-            return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode, blocked_s=gap)
+            # A block that goes on, busy, ends (and is counted) when the loop is free again.
+            return self._move(now, after, f"beat after {gap * 1000:.0f} ms", episode,
+                              blocked_s=gap if after == "healthy" else None)
         if blocked and state != "busy":
             self.blocked_since = now - main_blocked_ms / 1000  # type: ignore[operator]  # blocked: not None
             return self._move(now, "busy", f"main loop blocked for {main_blocked_ms:.0f} ms")

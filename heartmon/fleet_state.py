@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from heartmon.detector import AVAILABLE, STATES, Key, State, Thresholds, Tracker, Transition
 from heartmon.protocol import Frame
@@ -189,8 +189,15 @@ class FleetState:
             tracker.probe = activity
 
     def stack(self, now: float, key: Key, stack: Stack) -> list[Stuck]:
+        """A stack of a worker's main thread. Its time, read off the worker's clock, is
+        kept within its block: not before the block began plus how long it had lasted."""
         tracker = self.trackers.get(key)
-        if tracker is None or not tracker.stacked(stack):
+        if tracker is None:
+            return []
+        since = tracker.blocked_since
+        if since is not None and stack.blocked_ms is not None and stack.taken_at < since + stack.blocked_ms / 1000:
+            stack = replace(stack, taken_at=min(now, since + stack.blocked_ms / 1000))
+        if not tracker.stacked(stack):
             return []
         entry = Stuck(now, tracker.name, tracker.source, stack)
         self.log.append(entry)

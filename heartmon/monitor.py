@@ -27,7 +27,7 @@ import psutil
 
 from heartmon import py_spy
 from heartmon.config import Settings
-from heartmon.detector import Key, Transition
+from heartmon.detector import Key, Tracker, Transition
 from heartmon.fleet_state import FleetState
 from heartmon.protocol import (
     Snapshot,
@@ -234,16 +234,22 @@ class Monitor:
             if change.to_state not in ("late", "starved"):
                 continue
             tracker = self._fleet.trackers.get((change.source, change.worker))
-            if (tracker is None or not tracker.pid or tracker.host != self.hostname or tracker.blocked_since is None
-                    or tracker.current_stack() is not None or (tracker.key, tracker.blocked_since) in self._spied):
+            if (tracker is None or tracker.pid is None or tracker.blocked_since is None
+                    or tracker.current_stack() is not None or (tracker.key, tracker.blocked_since) in self._spied
+                    or not self._is_local(tracker)):
                 continue
             if self._py_spy is None:
-                self._note(tracker.key, py_spy.NOT_INSTALLED if self.settings.monitor.py_spy else None)
+                if self.settings.monitor.py_spy:  # not installed; turned off says nothing
+                    self._note(tracker.key, py_spy.NOT_INSTALLED)
                 continue
             if len(self._spied) > 4096:  # blocks long over; only the current ones matter
                 self._spied.clear()
             self._spied.add((tracker.key, tracker.blocked_since))
             self._start_spy(tracker.key, tracker.pid, self._py_spy)
+
+    def _is_local(self, tracker: Tracker) -> bool:
+        """A pid py-spy can read: on this machine."""
+        return bool(tracker.pid) and tracker.host == self.hostname
 
     def _start_spy(self, key: Key, pid: int, command: str, via: str = "py-spy") -> None:
         assert self._loop is not None
@@ -277,20 +283,19 @@ class Monitor:
             tracker = self._fleet.trackers.get(key)
             if tracker is None:
                 return
-            if not tracker.pid or tracker.host != self.hostname:
+            if not self._is_local(tracker):
                 self._fleet.stack_note(key, f"py-spy reads workers on this machine ({self.hostname}) only; "
                                             f"this one runs on {tracker.host or 'a host not known'}")
             elif self._py_spy is None:
                 self._note(key, py_spy.NOT_INSTALLED if self.settings.monitor.py_spy else
                            "py-spy is turned off (monitor.py_spy is empty)")
             else:
+                assert tracker.pid is not None  # local
                 self._start_spy(key, tracker.pid, self._py_spy, "py-spy, asked")
 
-    def _note(self, key: Key, note: str | None) -> None:
+    def _note(self, key: Key, note: str) -> None:
         """Why a worker's stack could not be read: on its detail screen, and once in the
         log for each distinct reason (the pid left out, so that a fleet says it once)."""
-        if note is None:
-            return
         self._fleet.stack_note(key, note)
         general = re.sub(r"pid \d+", "a pid", note)
         if general not in self._notes:
@@ -344,9 +349,8 @@ class Monitor:
                 case WorkerProbeFinished():
                     fleet.probe_finished(now, (source, message.worker), message.id, message.elapsed_s, message.error)
                 case WorkerStack():
-                    # Taken on the worker's clock; shown on ours, between its block's start
-                    # (as the worker counts it) and its arrival, whatever that clock says.
-                    taken = min(now, max(now - message.blocked_ms / 1000 - 60, message.taken_at - self.wall_offset))
+                    # Taken on the worker's clock; shown on ours, never later than it came.
+                    taken = min(now, message.taken_at - self.wall_offset)
                     fleet.stack(now, (source, message.worker), Stack(tuple(message.frames), taken, message.blocked_ms,
                                                                      message.via, now, message.more))
                 case Snapshot():

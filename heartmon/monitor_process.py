@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from heartmon.config import Settings
+from heartmon.detector import Key
 from heartmon.lifeline import die_with_parent
 from heartmon.monitor import Monitor
 from heartmon.sources import no_client, parse_source
@@ -79,6 +80,7 @@ class MonitorProcess:
         self._proc: subprocess.Popen | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last: FleetView | None = None
+        self._unsent_spy: Key | None = None
 
     def start(self) -> MonitorProcess:
         ours, theirs = socket.socketpair()
@@ -104,15 +106,21 @@ class MonitorProcess:
 
     def request(self, request: ViewRequest) -> None:
         """Asks for a view. If the child is too far behind to take even this, the request
-        is dropped: the next tick asks again."""
+        is dropped: the next tick asks again, and carries a stack read the user asked for
+        (``spy``) that could not be sent, so that one is never lost."""
         if self._sock is None or self._last is not None and self._last.crashed:
             return
+        if request.spy is None and self._unsent_spy is not None:
+            request = replace(request, spy=self._unsent_spy)
         try:
             self._sock.send(_frame(request))
         except (BlockingIOError, InterruptedError):
-            pass
+            self._unsent_spy = request.spy
+            return
         except OSError:
             self._died()
+            return
+        self._unsent_spy = None
 
     def _readable(self) -> None:
         assert self._sock is not None

@@ -50,14 +50,21 @@ async def dump(py_spy: str, pid: int, timeout_s: float) -> tuple[list[Frame], in
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-    except (TimeoutError, asyncio.CancelledError):
-        with suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+    except TimeoutError:
+        await _end(process)
         raise SpyError(f"py-spy took longer than {timeout_s:g} s to read pid {pid}") from None
+    except asyncio.CancelledError:  # the monitor is stopping: py-spy goes with it
+        await _end(process)
+        raise
     if process.returncode != 0:
         raise SpyError(_explain(pid, py_spy, err.decode(errors="replace")))
     return parse(out.decode(errors="replace"), pid)
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    with suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
 
 
 def _explain(pid: int, py_spy: str, stderr: str) -> str:

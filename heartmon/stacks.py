@@ -51,9 +51,11 @@ class Stack:
     taken_at: float
     """On the monitor's clock."""
     blocked_ms: float | None
-    """How long the loop had been blocked when it was taken (py-spy cannot know)."""
+    """How long the loop had been blocked when it was taken; None for a py-spy read of
+    a worker that was not blocked."""
     via: str
-    """``signal`` or ``sampler`` (the worker's agent), or ``py-spy`` (the monitor)."""
+    """``signal`` or ``sampler`` (the worker's agent), ``py-spy`` (the monitor, once per
+    block) or ``py-spy, asked`` (the monitor, when the user asked)."""
     received_at: float
     """On the monitor's clock: which block a stack belongs to is judged by when it came."""
     more: int = 0
@@ -164,8 +166,18 @@ def frame_at(file: str, line: int, function: str, *, qualified: bool = False) ->
     if not qualified and kind == "app":
         function = qualname(file, line, function)
     code = linecache.getline(file, line).strip() or None if line > 0 else None
-    return Frame(file=file if len(file) <= 300 else "…" + file[-299:], line=line, function=function[:200],
-                 code=code[:200] if code else None, kind=kind)
+    shown = _printable(file)
+    return Frame(file=shown if len(shown) <= 300 else "…" + shown[-299:], line=min(line, 10_000_000),
+                 function=_printable(function)[:200], code=_printable(code)[:200] if code else None, kind=kind)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """A frame's text goes to a terminal: a tab becomes a space, any other control
+    character a ``?`` (a path may hold a newline; the protocol refuses them)."""
+    return _CONTROL.sub("?", text.replace("\t", " "))
 
 
 def format_frames(frames: Iterable[tuple[str, int, str]], at: float) -> str:

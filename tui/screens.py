@@ -117,7 +117,8 @@ def _stuck_in(d: DetailView, view: FleetView) -> Group | Text:
     other columns, it ends with a blank line."""
     stack = d.stack
     head = Text()
-    title = "stuck in (now)" if d.stuck_now else "last stuck in" if stack is not None else "stuck in"
+    title = ("stuck in (now)" if d.stuck_now else "stuck in" if stack is None
+             else "read on request" if stack.via.endswith("asked") else "last stuck in")
     head.append(title, style="bold red" if d.stuck_now else "bold")
     if stack is not None:
         blocked = ms(stack.blocked_ms / 1000 if stack.blocked_ms is not None else None)

@@ -44,7 +44,7 @@ def test_a_stack_heard_during_a_silence_names_the_starved_move_and_the_recovery(
     assert starved.to_state == "starved" and starved.stack is not None
     assert describe(starved).endswith("— in app/reports.py:7 Report.render")
     (recovery,) = fleet.beat(3.0, KEY)
-    assert recovery.episode is not None and recovery.episode.stack is recovery.stack is not None
+    assert recovery.episode is not None and recovery.stack is not None
     assert describe(recovery).endswith("— was in app/reports.py:7 Report.render")
     record = as_json(recovery, lambda t: t + 1_700_000_000)
     assert record["culprit"] == "app/reports.py:7 Report.render"
@@ -107,3 +107,26 @@ def test_culprits_add_up_blocks_workers_and_time_most_time_first():
     ranked = [(c.frame.function, c.workers, c.blocks, round(c.total_s, 3)) for c in view.culprits]
     assert ranked == [("Report.render", ("w1", "w2"), 2, 2.0), ("Parser.feed", ("w1",), 1, 1.0)]
     assert Viewer(fleet).view(ViewRequest(), 8.0, 0.0).culprits == ()  # only when asked
+
+
+def test_a_block_that_goes_on_busy_after_its_silence_is_counted_once_when_it_ends():
+    fleet = _fleet()
+    _beats(fleet, KEY, 0.1, 1.0, blocked_ms=1.0)
+    fleet.evaluate_due(1.25)  # a thread worker whose block held the GIL: silent first
+    fleet.stack(1.3, KEY, _stack(1.3))
+    (busy,) = fleet.beat(1.6, KEY, main_blocked_ms=600.0)  # then beating, its loop still blocked
+    assert busy.to_state == "busy" and busy.blocked_s is None and describe(busy).endswith("— in app/reports.py:7 "
+                                                                                           "Report.render")
+    _beats(fleet, KEY, 1.7, 2.5, blocked_ms=1500.0)
+    fleet.beat(2.6, KEY, main_blocked_ms=1.0)
+    (culprit,) = Viewer(fleet).view(ViewRequest(culprits=True), 3.0, 0.0).culprits
+    assert culprit.blocks == 1 and abs(culprit.total_s - 1.6) < 1e-6  # from 1.0 (600 ms before 1.6) to 2.6
+
+
+def test_a_sample_time_from_a_wrong_clock_is_kept_within_its_block():
+    fleet = _fleet()
+    _beats(fleet, KEY, 0.1, 1.0)
+    fleet.evaluate_due(1.25)
+    skewed = Stack(_stack(0.0).frames, -500.0, 200.0, "signal", 1.3)  # the worker's clock is 8 minutes behind
+    fleet.stack(1.3, KEY, skewed)
+    assert abs(fleet.trackers[KEY].stack.taken_at - 1.2) < 1e-6  # its block began at 1.0, blocked 200 ms

@@ -14,8 +14,10 @@ import time
 from multiprocessing.sharedctypes import RawArray
 from pathlib import Path
 
+import psutil
 import pytest
 
+from heartmon import py_spy
 from heartmon.agent import watch_main_loop
 from heartmon.capture import SLOTS, STAMP, Sampler, StackReader, Watchdog, stack_pipe, start_capture
 from heartmon.probes.builtin import BusyPython, GilHold
@@ -52,6 +54,28 @@ def test_frames_come_innermost_first_with_their_kind_qualified_name_and_source_l
     assert frames[0].code == "total = sum(range(10**9))" and frames[2].code is None
     assert more == 1  # faulthandler's "..." past its own depth limit
     assert qualname(str(app), 3, "missing") == "missing"
+
+
+def test_control_characters_in_a_path_or_a_source_line_are_shown_not_refused(tmp_path):
+    tabby = tmp_path / "tabby.py"
+    tabby.write_text("def f():\n    x = 1\t# a tab\n")
+    (frame,), _ = parse_dump(_dump((str(tabby), 2, "f")).split("\n", 1)[1])
+    assert frame.code == "x = 1 # a tab"
+    (newline,), _ = parse_dump(_dump((str(tmp_path / "a\\x0ab.py"), 3, "g")).split("\n", 1)[1])
+    assert newline.file == str(tmp_path / "a?b.py")
+
+
+async def test_a_py_spy_cancelled_is_killed_and_the_cancel_goes_on(tmp_path):
+    slow = tmp_path / "slow-py-spy"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    dumping = asyncio.create_task(py_spy.dump(str(slow), 1, 20))
+    await asyncio.sleep(0.3)
+    (child,) = psutil.Process().children()
+    dumping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dumping
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_path_faulthandler_escaped_is_read_back(tmp_path):
