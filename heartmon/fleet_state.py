@@ -200,12 +200,15 @@ class FleetState:
         if not tracker.stacked(stack):
             return []
         entry = Stuck(now, tracker.name, tracker.source, stack)
-        self.log.append(entry)
-        self.logged += 1
+        self._log(entry)
         return [entry]
 
     def notice(self, now: float, text: str) -> None:
-        self.log.append(Notice(now, text))
+        self._log(Notice(now, text))
+
+    def _log(self, entry: LogEntry) -> None:
+        """An entry that is not a move: no worker's state changed, so no order is stale."""
+        self.log.append(entry)
         self.logged += 1
 
     def stack_note(self, key: Key, note: str) -> None:
@@ -246,8 +249,7 @@ class FleetState:
     def monitor_stalled(self, start: float, end: float) -> MonitorStall:
         self.stalls.append((start, end))
         stall = MonitorStall(end, end - start)
-        self.log.append(stall)
-        self.logged += 1
+        self._log(stall)
         return stall
 
     def excused(self, since: float, now: float) -> float:

@@ -234,9 +234,8 @@ class Monitor:
             if change.to_state not in ("late", "starved"):
                 continue
             tracker = self._fleet.trackers.get((change.source, change.worker))
-            if (tracker is None or tracker.pid is None or tracker.blocked_since is None
-                    or tracker.current_stack() is not None or (tracker.key, tracker.blocked_since) in self._spied
-                    or not self._is_local(tracker)):
+            if (tracker is None or tracker.blocked_since is None or tracker.current_stack() is not None
+                    or (tracker.key, tracker.blocked_since) in self._spied or not (pid := self._local_pid(tracker))):
                 continue
             if self._py_spy is None:
                 if self.settings.monitor.py_spy:  # not installed; turned off says nothing
@@ -245,11 +244,12 @@ class Monitor:
             if len(self._spied) > 4096:  # blocks long over; only the current ones matter
                 self._spied.clear()
             self._spied.add((tracker.key, tracker.blocked_since))
-            self._start_spy(tracker.key, tracker.pid, self._py_spy)
+            self._start_spy(tracker.key, pid, self._py_spy)
 
-    def _is_local(self, tracker: Tracker) -> bool:
-        """A pid py-spy can read: on this machine."""
-        return bool(tracker.pid) and tracker.host == self.hostname
+    def _local_pid(self, tracker: Tracker) -> int | None:
+        """The worker's pid if it runs on this machine: one its CPU can be read of, and
+        py-spy can read."""
+        return tracker.pid if tracker.pid and tracker.host == self.hostname else None
 
     def _start_spy(self, key: Key, pid: int, command: str, via: str = "py-spy") -> None:
         assert self._loop is not None
@@ -283,15 +283,14 @@ class Monitor:
             tracker = self._fleet.trackers.get(key)
             if tracker is None:
                 return
-            if not self._is_local(tracker):
+            if not (pid := self._local_pid(tracker)):
                 self._fleet.stack_note(key, f"py-spy reads workers on this machine ({self.hostname}) only; "
                                             f"this one runs on {tracker.host or 'a host not known'}")
             elif self._py_spy is None:
                 self._note(key, py_spy.NOT_INSTALLED if self.settings.monitor.py_spy else
                            "py-spy is turned off (monitor.py_spy is empty)")
             else:
-                assert tracker.pid is not None  # local
-                self._start_spy(key, tracker.pid, self._py_spy, "py-spy, asked")
+                self._start_spy(key, pid, self._py_spy, "py-spy, asked")
 
     def _note(self, key: Key, note: str) -> None:
         """Why a worker's stack could not be read: on its detail screen, and once in the
@@ -311,8 +310,8 @@ class Monitor:
         while True:
             await asyncio.sleep(every)
             with self._lock:
-                local = [(t.key, t.pid) for t in self._fleet.trackers.values()
-                         if t.pid and t.host == self.hostname and t.state not in ("dead", "unknown")]
+                local = [(t.key, pid) for t in self._fleet.trackers.values()
+                         if t.state not in ("dead", "unknown") and (pid := self._local_pid(t))]
             readings = [(key, *_read_process(processes, key, pid)) for key, pid in local]
             now = self.now()
             for key, alive, percent in readings:
