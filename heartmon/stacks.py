@@ -160,12 +160,13 @@ def _unescape(text: str) -> str:
 
 
 def frame_at(file: str, line: int, function: str, *, qualified: bool = False) -> Frame:
-    """A frame with its kind, its qualified name (for the app's own code) and
-    its source line, cut to the protocol's limits."""
+    """A frame with its kind, its qualified name and source line (for the app's and the
+    libraries' code: the frames that are shown, not folded), cut to the protocol's limits."""
     kind = classify(file)
     if not qualified and kind == "app":
         function = qualname(file, line, function)
-    code = linecache.getline(file, line).strip() or None if line > 0 else None
+    named = kind in ("app", "library") and line > 0
+    code = linecache.getline(file, line).strip() or None if named else None
     shown = _printable(file)
     return Frame(file=shown if len(shown) <= 300 else "…" + shown[-299:], line=min(line, 10_000_000),
                  function=_printable(function)[:200], code=_printable(code)[:200] if code else None, kind=kind)
@@ -189,30 +190,29 @@ def format_frames(frames: Iterable[tuple[str, int, str]], at: float) -> str:
 
 def qualname(file: str, line: int, name: str) -> str:
     """``run`` at line 48 of a file is ``GilHold.run``: faulthandler writes only the code
-    object's name, and the qualified name is found by compiling the file once. Only the
-    app's own files are compiled, and none over MAX_COMPILE_BYTES: the reader runs on
-    the heartbeat side (in isolation none, on the app's loop), where a library's large
-    modules would cost tens of milliseconds each."""
-    try:
-        stat = os.stat(file)
-    except OSError:
-        return name
-    if stat.st_size > MAX_COMPILE_BYTES:
-        return name
-    mtime = stat.st_mtime_ns
+    object's name, and the qualified name is found by compiling the file once.
+
+    The reader runs on the heartbeat side: on the app's loop (isolation none), or on the
+    heartbeat thread, where every call that lets the GIL go waits up to 5 ms to get it
+    back from a busy main thread. So only the app's own files are compiled, none over
+    MAX_COMPILE_BYTES, from the lines linecache has read for the source line anyway,
+    and a file is read once for the life of the process (the code running is the code
+    it imported, whatever the file on disk says later)."""
     best: tuple[int, str] | None = None
-    for first, last, code_name, qualified in _code_ranges(file, mtime):
+    for first, last, code_name, qualified in _code_ranges(file):
         if code_name == name and first <= line <= last and (best is None or last - first < best[0]):
             best = (last - first, qualified)
     return best[1] if best else name
 
 
 @lru_cache(maxsize=256)
-def _code_ranges(file: str, mtime: int) -> tuple[tuple[int, int, str, str], ...]:
+def _code_ranges(file: str) -> tuple[tuple[int, int, str, str], ...]:
+    source = "".join(linecache.getlines(file))
+    if not source or len(source) > MAX_COMPILE_BYTES:
+        return ()
     try:
-        with open(file, "rb") as source:
-            module = compile(source.read(), file, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, ValueError):
+        module = compile(source, file, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
         return ()
     ranges = []
     pending: list[CodeType] = [module]
