@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from heartmon import __version__
-from heartmon.backoff import backoff_delay
+from heartmon.backoff import RECONNECT_MAX_S, backoff_delay
 from heartmon.capture import BLOCK_FROM, LAG, SLOTS, STAMP, StackReader, stack_pipe, start_capture
 from heartmon.lifeline import die_with_parent
 from heartmon.probes import ProbeRegistry, load_registry
@@ -99,7 +99,7 @@ class AgentConfig:
     interval_ms: int = 1000
     token: str | None = None
     backoff_initial_s: float = 0.05
-    backoff_max_s: float = 5.0
+    backoff_max_s: float = RECONNECT_MAX_S
     capture: Literal["auto", "sampler", "off"] = "auto"
     """How the main thread's stack is taken while its loop is blocked (heartmon.capture):
     ``auto`` by a signal handler that needs no GIL (a sampling thread where that cannot

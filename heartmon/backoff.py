@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import random
 
+RECONNECT_MAX_S = 5.0
+"""The agents' longest wait between reconnects. A monitor that finds a restarted hub
+without a worker it knew waits at least this long before that absence means anything:
+the worker may be sleeping out its backoff."""
+
 
 def backoff_delay(attempt: int, initial_s: float, max_s: float) -> float:
     """Capped exponential backoff with jitter: ``initial_s * 2**attempt``, capped at

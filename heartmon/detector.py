@@ -31,6 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from heartmon.backoff import RECONNECT_MAX_S
 from heartmon.native import would_show
 from heartmon.stacks import Stack
 
@@ -311,9 +312,10 @@ class Tracker:
 
     def missing(self, now: float) -> None:
         """Its source is back and does not list it. A restarted hub knows no worker until
-        it reconnects, so absence is not yet evidence: it has ``dead_after`` intervals."""
+        it reconnects, so absence is not yet evidence: it has the agents' longest
+        reconnect backoff, then ``dead_after`` intervals as for any silence."""
         if self.state == "unknown" and self.back_by is None:
-            self.back_by = now + self.thresholds.dead_after * self.interval_s
+            self.back_by = now + RECONNECT_MAX_S + self.thresholds.dead_after * self.interval_s
 
     def stacked(self, stack: Stack) -> bool:
         """A stack of this worker's main thread arrived. True when it is the first one of

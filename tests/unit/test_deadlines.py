@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from heartmon.backoff import RECONNECT_MAX_S
 from heartmon.detector import PhiSettings, Thresholds, Tracker, phi, phi_silence
 from heartmon.fleet_state import FleetState
 
@@ -77,18 +78,21 @@ def test_a_lost_source_makes_its_workers_unknown_never_dead_and_the_snapshot_bri
     assert fleet.evaluate(61.0) == [] and fleet.state_of((HUB, "w")) == "healthy"
 
 
-def test_a_worker_missing_from_a_returned_source_has_dead_after_to_come_back():
+def test_a_worker_missing_from_a_returned_source_has_its_backoff_then_dead_after_to_come_back():
+    """At 100 ms beats dead_after alone is 1 s, but an agent may be sleeping out a
+    reconnect backoff of up to 5 s: coming back 4.9 s after the hub is not a death."""
     fleet = FleetState(Thresholds())
     for name in ("back", "gone"):
         fleet.join(0.0, (HUB, name), INTERVAL, connected=True)
     fleet.source_lost(0.1, HUB)
     for name in ("back", "gone"):  # the restarted hub lists neither yet
         assert fleet.missing(5.0, (HUB, name), "left while the monitor was disconnected") == []
-    fleet.join(5.3, (HUB, "back"), INTERVAL, connected=True)
-    for seq in range(1, 7):
-        fleet.beat(5.3 + seq * INTERVAL, (HUB, "back"), seq=seq)
-        assert fleet.evaluate_due(5.3 + seq * INTERVAL) == []
-    (dead,) = fleet.evaluate_due(5.0 + 10 * INTERVAL + 0.01)
+    assert fleet.evaluate_due(5.0 + RECONNECT_MAX_S - 0.1) == []
+    fleet.join(9.9, (HUB, "back"), INTERVAL, connected=True)
+    for seq in range(1, 11):
+        fleet.beat(9.9 + seq * INTERVAL, (HUB, "back"), seq=seq)
+        assert fleet.evaluate_due(9.9 + seq * INTERVAL) == []
+    (dead,) = fleet.evaluate_due(5.0 + RECONNECT_MAX_S + 10 * INTERVAL + 0.01)
     assert (dead.worker, dead.from_state, dead.to_state) == ("gone", "unknown", "dead")
     assert fleet.state_of((HUB, "back")) == "healthy"
 
