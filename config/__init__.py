@@ -1,5 +1,5 @@
 """Settings models (pydantic-settings) and the documented example config."""
 
-from heartmon.config.settings import ConfigError, Settings, load_settings
+from heartmon.config.settings import ConfigError, NatsSettings, Settings, load_settings
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "NatsSettings", "Settings", "load_settings"]

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from heartmon.bus.subjects import check_prefix
 from heartmon.detector import Thresholds
 
 
@@ -84,6 +85,30 @@ class SystemsSettings(BaseModel):
     reconnect_max_ms: int = Field(5000, gt=0, description="longest wait between reconnects to a broker")
 
 
+class NatsSettings(BaseModel):
+    """Heartbeats over a NATS cluster (``heartmon.bus``). Credentials belong here or in
+    the environment (``HEARTMON_NATS__PASSWORD``), never on a command line, where every
+    user of the machine can read them in ``ps``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    prefix: str = Field("heartmon", description="subjects are PREFIX.FLEET.HOST.WORKER.TYPE")
+    fleet: str = Field("default", min_length=1, max_length=128, description="the fleet a worker publishes in")
+    user: str | None = Field(None, description="NATS user, with password")
+    password: SecretStr | None = Field(None, description="NATS password")
+    token: SecretStr | None = Field(None, description="NATS token (instead of user and password)")
+    tls_ca: Path | None = Field(None, description="CA file that signed the servers' certificates (tls:// servers)")
+    monitor: list[str] = Field(default_factory=list,
+                               description="each server's monitoring endpoint, http://HOST:PORT: its /connz "
+                                           "is the evidence that a silent worker is still connected")
+    connz_interval_ms: int = Field(500, gt=0, le=60_000, description="how often /connz is read")
+    insecure: bool = Field(False, description="send commands on a cluster that lets anyone connect")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEARTMON_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -98,6 +123,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     systems: SystemsSettings = SystemsSettings()
     detector: Thresholds = Thresholds()
+    nats: NatsSettings = NatsSettings()
 
     @classmethod
     def settings_customise_sources(

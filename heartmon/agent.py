@@ -21,6 +21,8 @@ processes is buffered by the writer's event loop instead of blocking it.
 Usage::
 
     agent = Agent(AgentConfig(hub="ws://127.0.0.1:8787", name="w1", isolation="process"))
+    # or, over a NATS cluster (heartmon.bus):
+    agent = Agent(AgentConfig(nats=("nats://10.0.0.5:4222",), name="w1", isolation="process"))
     task = asyncio.create_task(agent.run())   # beside the app's own work
 """
 
@@ -43,7 +45,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import RawArray
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -71,6 +73,9 @@ from heartmon.protocol import (
 )
 from heartmon.urls import auth_headers, hub_ws
 
+if TYPE_CHECKING:
+    from heartmon.config import NatsSettings
+
 log = logging.getLogger("heartmon.agent")
 
 TICK_S = 0.01
@@ -91,10 +96,20 @@ LOG_BACKLOG_BYTES = 1024 * 1024
 rather than let a parent that reads nothing grow the child without bound."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AgentConfig:
-    hub: str
     name: str
+    hub: str = ""
+    """A hub's address (ws://HOST:PORT), unless the agent publishes to NATS instead."""
+    nats: tuple[str, ...] = ()
+    """NATS servers (nats://HOST:PORT, tls://…): publish there, not to a hub (heartmon.bus)."""
+    bus: NatsSettings | None = None
+    """On NATS: the prefix, fleet and credentials (the defaults when None)."""
+    host: str | None = None
+    """The host name the worker says it runs on (its identity on NATS is fleet/host/name);
+    the machine's own when None."""
+    max_duration_s: float = 60.0
+    """On NATS the worker itself refuses longer probes, as a hub would."""
     isolation: Isolation = "none"
     interval_ms: int = 1000
     token: str | None = None
@@ -154,6 +169,7 @@ class Beater:
         """Hands an inject to the main loop; it must return at once, whatever that loop does."""
         self.probes = probes
         self.isolated = config.isolation != "none"
+        self.host = config.host or socket.gethostname()
         self.t0 = time.monotonic()
         self.seq = -1
         self.pending: deque[tuple[Message, concurrent.futures.Future | None]] = deque()
@@ -212,7 +228,12 @@ class Beater:
         if self.stacks is not None:
             self.stacks.start()
         try:
-            await self._connect()
+            if self.config.nats:
+                from heartmon.bus.agent_link import beat_on_bus
+
+                await beat_on_bus(self)
+            else:
+                await self._connect()
         finally:
             if self.stacks is not None:
                 self.stacks.close()
@@ -245,7 +266,7 @@ class Beater:
             worker=self.config.name,
             isolation=self.config.isolation,
             pid=self.pid,
-            host=socket.gethostname(),
+            host=self.host,
             interval_ms=self.config.interval_ms,
             agent=f"heartmon/{__version__}",
             probes=self.probes,
@@ -253,7 +274,10 @@ class Beater:
         )
 
     async def _session(self, ws: ClientConnection) -> None:
-        sender = asyncio.create_task(self._send(ws))
+        async def send(message: Message) -> None:
+            await ws.send(encode(message))
+
+        sender = asyncio.create_task(self._send(send))
         self.online = True
         try:
             async for frame in ws:
@@ -287,7 +311,9 @@ class Beater:
         return Beat(seq=self.seq, sent_at=time.time(), loop_lag_ms=round(lag_ms, 3),
                     main_blocked_ms=None if blocked_ms is None else round(blocked_ms, 3))
 
-    async def _send(self, ws: ClientConnection) -> None:
+    async def _send(self, send: Callable[[Message], Awaitable[None]]) -> None:
+        """Sends beats on their slots, and whatever is queued, through ``send`` (the
+        hub's WebSocket, or a NATS publish) until cancelled."""
         interval = self.config.interval_ms / 1000
         while True:
             now = time.monotonic()
@@ -296,15 +322,15 @@ class Beater:
             if slot > self.seq and self.stacks is not None:
                 self.stacks.collect()  # a stack taken during a block goes before the beat that ends it
             while self.stack_reports:
-                await ws.send(encode(self.stack_reports[0]))
+                await send(self.stack_reports[0])
                 self.stack_reports.popleft()
             if slot > self.seq:
                 lateness = now - (self.t0 + slot * interval)
                 self.seq = slot
-                await ws.send(encode(self._beat(now, lateness)))
+                await send(self._beat(now, lateness))
             while self.pending:
                 message, sent = self.pending[0]
-                await ws.send(encode(message))
+                await send(message)
                 self.pending.popleft()
                 if sent is not None and not sent.done():
                     sent.set_result(None)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from heartmon.agent import Agent, AgentConfig
 from heartmon.commands import Answer, HubClient
@@ -55,6 +55,8 @@ SETTING_FLAGS = {
     "starved_after": "detector.starved_after",
     "dead_after": "detector.dead_after",
     "busy_after": "detector.busy_after",
+    "fleet": "nats.fleet",
+    "insecure": "nats.insecure",
 }
 """Command-line flags that set a key of the settings: flags win over env and file."""
 
@@ -152,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--isolation", choices=ISOLATIONS, default="none", help="where heartbeats are sent from")
     worker.add_argument("--name", help="worker name (default: MODE-PID)")
     worker.add_argument("--interval-ms", type=_positive_int, default=1000, help="heartbeat interval (default: 1000)")
+    nats_help = ("NATS servers, nats://HOST:PORT[,nats://HOST:PORT…]; credentials come from settings "
+                 "([nats] user/password or token) or HEARTMON_NATS__…, never from the command line")
+    worker.add_argument("--nats", metavar="SERVERS", help=f"publish to NATS instead of a hub: {nats_help}")
+    worker.add_argument("--fleet", help="the fleet on NATS (default: 'default', or nats.fleet)")
+    worker.add_argument("--host-name", help="the host the worker says it runs on (default: this machine's name)")
     worker.add_argument("--capture", choices=("auto", "sampler", "off"), default="auto",
                         help="how the main thread's stack is taken while its loop is blocked: by a signal handler "
                              "that needs no GIL (auto, default), by a sampling thread, or not at all")
@@ -163,6 +170,13 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("probe", help="probe name (see 'heartmon probes')")
     inject.add_argument("--duration", type=_positive_float, default=2.0, help="seconds (default: 2)")
     inject.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
+    hub.add_argument("--nats", metavar="SERVERS",
+                     help=f"serve a fleet on NATS instead of accepting workers: {nats_help}")
+    for command in (hub, inject):
+        command.add_argument("--insecure", action="store_true", default=None,
+                             help="send commands on a NATS cluster that lets anyone connect")
+    inject.add_argument("--nats", metavar="SERVERS",
+                        help=f"send to a worker on NATS (WORKER is FLEET/HOST/NAME), not through a hub: {nats_help}")
 
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
     matrix.add_argument("--duration", type=_positive_float,
@@ -383,6 +397,7 @@ def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | N
 
 HELLO_RULES: dict[str, TypeAdapter[Any]] = {
     "--name": TypeAdapter(WorkerName),
+    "--host-name": TypeAdapter(Annotated[str, Hello.model_fields["host"], Field(min_length=1)]),
     "--interval-ms": TypeAdapter(Annotated[int, Hello.model_fields["interval_ms"]]),
 }
 """The protocol's own rules for what a worker says in its hello, by the flag that sets it."""
@@ -402,12 +417,31 @@ def _check_hello(**flags: object) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     name = args.name or f"{args.isolation}-{os.getpid()}"
     _check_hello(**{"--name": name, "--interval-ms": args.interval_ms})
-    settings = settings_from(args, flags=("token",))
+    settings = settings_from(args, flags=("token", "fleet"))
+    servers = _nats_servers(args.nats) if args.nats else []
+    if args.host_name is not None and not servers:
+        raise UsageError("--host-name is the host a worker says it runs on over NATS: it needs --nats")
+    if args.host_name is not None:
+        _check_hello(**{"--host-name": args.host_name})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation,
-                         interval_ms=args.interval_ms, token=settings.token, capture=args.capture)
+    config = AgentConfig(hub=args.hub, name=name, isolation=args.isolation, interval_ms=args.interval_ms,
+                         token=settings.token, capture=args.capture, nats=tuple(servers), bus=settings.nats,
+                         host=args.host_name)
     _run(Agent(config).run())
     return 0
+
+
+def _nats_servers(spec: str) -> list[str]:
+    from heartmon.bus.connect import BusError, parse_servers
+
+    try:
+        import nats  # noqa: F401 - only whether it is installed
+    except ModuleNotFoundError:
+        raise UsageError("NATS needs nats-py: pip install 'heartmon[nats]'") from None
+    try:
+        return parse_servers(spec)
+    except BusError as exc:
+        raise UsageError(f"--nats: {exc}") from None
 
 
 def cmd_probes(args: argparse.Namespace) -> int:

@@ -214,12 +214,10 @@ class HubState:
     def route_inject(self, target: str, probe: str, duration_s: float, now: float, command_id: str,
                      params: dict | None = None) -> Routed:
         """Chooses the worker for an inject and records it as pending there."""
-        if not (math.isfinite(duration_s) and 0 < duration_s <= self.max_duration_s):
-            raise BadInject("bad_duration",
-                            f"duration_s must be > 0 and <= {self.max_duration_s:g}, not {duration_s:g}")
+        check_duration(duration_s, self.max_duration_s)
         if target == "any":
             known = sorted(set(self.probes) | {p for r in self.records.values() for p in r.hello.probes})
-            _check_probe(probe, known)
+            check_probe(probe, known)
             self.judge(now)  # a command routes on the pool as it is now
             candidates = [r for r in self.available() if probe in r.hello.probes]
             if not candidates:
@@ -233,7 +231,7 @@ class HubState:
                 connected = ", ".join(sorted(self.records)) or "none"
                 raise UnknownWorker("unknown_worker", f"unknown worker {target!r}; connected: {connected}")
             record = found
-            _check_probe(probe, record.hello.probes)
+            check_probe(probe, record.hello.probes)
         if len(record.pending) >= self.max_pending:
             raise TooManyPending("too_many_pending",
                                  f"worker {record.name!r} has {len(record.pending)} injects pending; "
@@ -249,6 +247,11 @@ class HubState:
             record.pending.discard(routed.command.id)
 
 
-def _check_probe(probe: str, known: list[str]) -> None:
+def check_duration(duration_s: float, max_duration_s: float) -> None:
+    if not (math.isfinite(duration_s) and 0 < duration_s <= max_duration_s):
+        raise BadInject("bad_duration", f"duration_s must be > 0 and <= {max_duration_s:g}, not {duration_s:g}")
+
+
+def check_probe(probe: str, known: list[str]) -> None:
     if probe not in known:
         raise BadInject("unknown_probe", f"unknown probe {probe!r}; known probes: {', '.join(known) or 'none'}")

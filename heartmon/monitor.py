@@ -32,6 +32,7 @@ from heartmon.fleet_state import FleetState
 from heartmon.protocol import (
     Snapshot,
     WorkerBeat,
+    WorkerInfo,
     WorkerJoined,
     WorkerLeft,
     WorkerProbeFinished,
@@ -338,9 +339,7 @@ class Monitor:
         with self._lock:
             match message:
                 case WorkerJoined(info=info):
-                    self._owner[info.worker] = source
-                    fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=True,
-                               isolation=info.isolation, pid=info.pid, host=info.host)
+                    self._join(source, info, now, connected=True)
                 case WorkerLeft():
                     fleet.left(now, (source, message.worker), message.reason)
                 case WorkerProbeStarted():
@@ -355,6 +354,19 @@ class Monitor:
                 case Snapshot():
                     self._resync(source, message, now)
             self._arm()
+
+    def joined(self, source: str, info: WorkerInfo, now: float, connected: bool | None) -> None:
+        with self._lock:
+            self._join(source, info, now, connected)
+            self._arm()
+
+    def _join(self, source: str, info: WorkerInfo, now: float, connected: bool | None) -> None:
+        self._owner[info.worker] = source
+        self._fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=connected,
+                         isolation=info.isolation, pid=info.pid, host=info.host)
+
+    def judging(self, source: str, name: str) -> bool:
+        return self._fleet.state_of((source, name)) not in (None, "dead", "unknown")
 
     def _resync(self, source: str, snapshot: Snapshot, now: float) -> None:
         """After a (re)connect: the hub's list is the truth. Who left while the monitor was

@@ -23,6 +23,9 @@ Isolation = Literal["none", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = ("none", "thread", "process")
 
 WorkerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+RowName = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""A worker's name as hubs tell monitors: the agent's own name, or ``fleet/host/name``
+for a worker a hub hears over NATS (heartmon.bus), whose host may be any host name."""
 
 
 class Message(BaseModel):
@@ -146,7 +149,7 @@ class Error(Message):
 class WorkerInfo(Message):
     """What the hub knows of a connected worker; the payload of snapshot and joined."""
 
-    worker: WorkerName
+    worker: RowName
     isolation: Isolation
     pid: int
     host: str
@@ -173,7 +176,7 @@ class WorkerJoined(Message):
 
 class WorkerBeat(Message):
     type: Literal["beat"] = "beat"
-    worker: WorkerName
+    worker: RowName
     seq: int
     sent_at: float
     recv_at: float
@@ -183,14 +186,14 @@ class WorkerBeat(Message):
 
 class WorkerLeft(Message):
     type: Literal["worker_left"] = "worker_left"
-    worker: WorkerName
+    worker: RowName
     reason: str
     at: float
 
 
 class WorkerProbeStarted(Message):
     type: Literal["probe_started"] = "probe_started"
-    worker: WorkerName
+    worker: RowName
     id: str
     probe: str
     duration_s: float
@@ -199,7 +202,7 @@ class WorkerProbeStarted(Message):
 
 class WorkerProbeFinished(Message):
     type: Literal["probe_finished"] = "probe_finished"
-    worker: WorkerName
+    worker: RowName
     id: str
     elapsed_s: float
     error: str | None = None
@@ -207,7 +210,7 @@ class WorkerProbeFinished(Message):
 
 
 class WorkerStack(_StackFields):
-    worker: WorkerName
+    worker: RowName
     recv_at: float
 
 

@@ -26,6 +26,7 @@ from heartmon.urls import check_address
 
 if TYPE_CHECKING:
     from heartmon.config import Settings
+    from heartmon.protocol import WorkerInfo
 
 Link = Literal["connecting", "connected", "retrying"]
 
@@ -76,6 +77,14 @@ class Ingest(Protocol):
 
     def now(self) -> float: ...
     def hub_message(self, source: str, message: object, now: float) -> None: ...
+    def joined(self, source: str, info: WorkerInfo, now: float, connected: bool | None) -> None:
+        """A worker of heartmon's agent said hello: ``connected`` True when its source
+        holds its connection (a hub), None when connections are evidence to be vouched
+        for (a NATS cluster)."""
+    def judging(self, source: str, name: str) -> bool:
+        """Whether the worker said hello and is judged now (not dead or unknown since):
+        only then do its beats count, and a source whose workers can be asked for their
+        hello asks the others."""
     def source_lost(self, source: str, now: float) -> None:
         """The source is unreachable: its workers are unknown until they are heard again."""
     def heard(self, source: str, name: str, now: float, beat: Heard) -> None: ...
@@ -131,12 +140,14 @@ KINDS: dict[str, tuple[str, str | None]] = {
     "celery+redis": ("heartmon.sources.celery", "celery"),
     "rq+redis": ("heartmon.sources.rq", "rq"),
     "inngest": ("heartmon.sources.inngest", None),
+    "nats": ("heartmon.sources.nats", "nats"),
+    "tls": ("heartmon.sources.nats", "nats"),
 }
 """Scheme -> (module, the extra that installs its client, if it needs one). Each module
 has a ``from_url(url, settings, client)`` that checks the URL and builds the source."""
 
 SYNTAX = ("expected ws://HOST:PORT or HOST:PORT (a hub), [NAME=]http(s)://… (a health endpoint), "
-          "celery+redis://HOST:PORT/DB, rq+redis://HOST:PORT/DB or inngest://HOST:PORT")
+          "celery+redis://HOST:PORT/DB, rq+redis://HOST:PORT/DB, inngest://HOST:PORT or nats://HOST:PORT")
 
 
 def parse_source(spec: str, settings: Settings, client: Client) -> Source:

@@ -1,0 +1,99 @@
+"""The one way heartmon connects to NATS: which servers, with which credentials and
+TLS, and whether commands may be sent there at all."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import nats.aio.client
+
+    from heartmon.config import NatsSettings
+
+SCHEMES = ("nats", "tls")
+RECONNECT_WAIT_S = 0.25
+"""How long the client waits before trying a server it just failed on. Others in the
+pool (the cluster advertises its members) are tried at once, so a worker whose server
+died is on another within milliseconds, inside a late threshold."""
+
+
+class BusError(Exception):
+    """A NATS address, connection or command heartmon refuses: the message names why."""
+
+
+def parse_servers(spec: str) -> list[str]:
+    """``nats://h:p[,tls://h2:p2…]`` -> the URLs. Credentials in a URL are refused: a
+    command line is readable by every user of the machine (``ps``)."""
+    urls = [u.strip() for u in spec.split(",") if u.strip()]
+    if not urls:
+        raise BusError("no NATS server given: expected nats://HOST:PORT[,nats://HOST:PORT…]")
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise BusError(f"invalid NATS address {url!r}: {exc}") from None
+        if parts.scheme not in SCHEMES or not parts.hostname:
+            raise BusError(f"invalid NATS address {url!r}: expected nats://HOST:PORT or tls://HOST:PORT")
+        if parts.username is not None or parts.password is not None:
+            raise BusError(f"NATS address {parts.hostname}:{port or 4222} carries credentials: set them in "
+                           "settings ([nats] user/password or token) or HEARTMON_NATS__PASSWORD / "
+                           "HEARTMON_NATS__TOKEN, not on a command line")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise BusError(f"invalid NATS address {url!r}: expected nats://HOST:PORT, with nothing after the port")
+    return urls
+
+
+def credentials(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py's keyword arguments for the settings' credentials and TLS."""
+    options: dict[str, Any] = {}
+    if settings.token is not None:
+        options["token"] = settings.token.get_secret_value()
+    if settings.user is not None:
+        options["user"] = settings.user
+        options["password"] = settings.password.get_secret_value() if settings.password is not None else ""
+    if settings.tls_ca is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(settings.tls_ca))
+    return options
+
+
+async def open_bus(servers: list[str], settings: NatsSettings, name: str | None = None,
+                   **extra: Any) -> nats.aio.client.Client:
+    """A connection that reconnects forever, to any server of the cluster. Raises
+    BusError when no server takes the first connection."""
+    import nats
+    from nats.errors import Error as NatsError
+
+    try:
+        return await nats.connect(
+            servers=servers, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, **credentials(settings), **extra)
+    except (OSError, TimeoutError, NatsError) as exc:
+        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return "authorization violation: wrong or missing credentials" if "authorization" in text.lower() else text
+
+
+async def check_commands_allowed(servers: list[str], settings: NatsSettings) -> None:
+    """Commands burn CPU in the workers that run them. On a cluster that lets anyone
+    connect, anyone could send them, so heartmon sends none there unless told
+    ``--insecure``. The test is the definition: a connection without credentials."""
+    if settings.insecure:
+        return
+    import nats
+    from nats.errors import Error as NatsError
+
+    anonymous = settings.model_copy(update={"user": None, "password": None, "token": None})
+    try:
+        probe = await nats.connect(servers=servers, allow_reconnect=False, max_reconnect_attempts=0,
+                                   connect_timeout=2, **credentials(anonymous))
+    except (OSError, TimeoutError, NatsError):
+        return  # refused without credentials: the cluster has auth
+    await probe.close()
+    raise BusError(f"NATS at {', '.join(servers)} lets anyone connect without credentials: heartmon sends "
+                   "no commands there. Configure auth on the cluster, or pass --insecure")
