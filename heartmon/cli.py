@@ -57,6 +57,7 @@ SETTING_FLAGS = {
     "busy_after": "detector.busy_after",
     "fleet": "nats.fleet",
     "insecure": "nats.insecure",
+    "nats_monitor": "nats.monitor",
 }
 """Command-line flags that set a key of the settings: flags win over env and file."""
 
@@ -172,6 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("--hub", type=_hub_address, default=DEFAULT_HUB, help=f"hub address (default: {DEFAULT_HUB})")
     hub.add_argument("--nats", metavar="SERVERS",
                      help=f"serve a fleet on NATS instead of accepting workers: {nats_help}")
+    hub.add_argument("--fleet", help="with --nats, serve only this fleet (default: every fleet under the prefix)")
+    hub.add_argument("--nats-monitor", action="append", metavar="HOST:PORT",
+                     help="with --nats, a server's monitoring endpoint (repeat for each server): its /connz tells a "
+                          "silent worker that is still connected (starved) from a gone one (default: nats.monitor)")
     for command in (hub, inject):
         command.add_argument("--insecure", action="store_true", default=None,
                              help="send commands on a NATS cluster that lets anyone connect")
@@ -264,10 +269,30 @@ def cmd_mock(args: argparse.Namespace) -> int:
             print(f"try: heartmon inject {next(iter(fleet.procs))} gil-hold --duration 2 --hub {url}", flush=True)
 
     try:
-        _run(run_mock(hub, host, port, spec, settings.mock.interval_ms, ready))
+        if getattr(args, "nats", None):
+            _run(_bridge(hub, host, port, args, settings))
+        else:
+            _run(run_mock(hub, host, port, spec, settings.mock.interval_ms, ready))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
+
+
+async def _bridge(hub: Hub, host: str, port: int, args: argparse.Namespace, settings: Settings) -> None:
+    from heartmon.bus.bridge import run_bridge
+    from heartmon.bus.connect import BusError
+
+    def ready(url: str) -> None:
+        fleet = f"fleet {args.fleet!r}" if args.fleet else "every fleet"
+        print(f"hub listening on {url} (serving {fleet} on NATS at {args.nats})", flush=True)
+        if not settings.nats.monitor:
+            print("no NATS monitoring endpoint (--nats-monitor HOST:PORT): a silent worker is judged on its "
+                  "silence alone, and is dead after dead_after intervals", file=sys.stderr, flush=True)
+
+    try:
+        await run_bridge(hub, host, port, _nats_servers(args.nats), settings.nats, args.fleet, ready)
+    except BusError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
@@ -456,6 +481,8 @@ def cmd_probes(args: argparse.Namespace) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
+    if args.nats:
+        return _inject_on_bus(args)
     settings = settings_from(args, flags=("token",))
 
     async def send() -> Answer:
@@ -472,6 +499,39 @@ def cmd_inject(args: argparse.Namespace) -> int:
         return 0
     print(f"heartmon: {'hub answered ' if answer.status else ''}{answer.text}", file=sys.stderr)
     return 1
+
+
+def _inject_on_bus(args: argparse.Namespace) -> int:
+    """Straight to the worker over NATS. ``any`` needs a judge of the pool, which a hub
+    that bridges the fleet is (``heartmon hub --nats``)."""
+    from heartmon.bus.commands import new_inject, request_inject
+    from heartmon.bus.connect import BusError, check_commands_allowed, open_bus
+    from heartmon.hub_state import RouteError
+
+    settings = settings_from(args, flags=("insecure",))
+    servers = _nats_servers(args.nats)
+    if args.worker == "any":
+        raise UsageError("'any' needs the pool judged: run 'heartmon hub --nats …' and inject through it "
+                         "('heartmon inject any PROBE --hub ws://HOST:PORT'), or name a worker as FLEET/HOST/NAME")
+
+    async def send() -> dict:
+        command = new_inject(args.probe, args.duration, settings.hub.max_duration_s)
+        await check_commands_allowed(servers, settings.nats)
+        nc = await open_bus(servers, settings.nats)
+        try:
+            return await request_inject(nc, settings.nats.prefix, args.worker, command)
+        finally:
+            await nc.close()
+
+    try:
+        sent = asyncio.run(send())
+    except BusError as exc:
+        raise UsageError(str(exc)) from None
+    except RouteError as exc:
+        print(f"heartmon: {exc.status.value}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"injected {sent['probe']} for {sent['duration_s']:g} s into {sent['worker']} (id {sent['id']})")
+    return 0
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:

@@ -174,6 +174,7 @@ class Hub:
         while True:
             now = self.clock()
             due = self.state.judge(now)
+            self.publish(*self.state.bury(now))
             await asyncio.sleep(JUDGE_S if due is None else min(JUDGE_S, max(0.0, due - now) + 0.002))
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -209,9 +210,9 @@ class Hub:
                         record = joined.record
                         if isinstance(joined.replaced, ServerConnection):
                             await joined.replaced.close(1000, "replaced by a new connection")
-                        self._publish(*joined.publish)
+                        self.publish(*joined.publish)
                     else:
-                        self._publish(self.state.message(record, message, self.clock()))
+                        self.publish(self.state.message(record, message, self.clock()))
                 except ProtocolError as exc:
                     await self._refuse(ws, exc)
                     if exc.code in ("unsupported_version", "name_taken"):
@@ -222,7 +223,7 @@ class Hub:
             reason = "connection lost" if exc.rcvd is None else "connection closed"
         finally:
             if record is not None:
-                self._publish(*self.state.left(record, reason, self.clock()))
+                self.publish(*self.state.left(record, reason, self.clock()))
 
     async def _refuse(self, ws: ServerConnection, exc: ProtocolError) -> None:
         self.metrics.rejected.labels(exc.code).inc()
@@ -245,7 +246,7 @@ class Hub:
         finally:
             self.watchers.discard(ws)
 
-    def _publish(self, *messages: Message) -> None:
+    def publish(self, *messages: Message) -> None:
         for message in messages:
             for listener in self.listeners:
                 listener(message)
@@ -263,7 +264,12 @@ class Hub:
         """Routes a probe to a worker (or ``any`` available one); raises RouteError."""
         routed = self.state.route_inject(target, probe, duration_s, self.clock(), uuid.uuid4().hex[:12], params)
         conn = routed.conn
-        assert isinstance(conn, ServerConnection)
+        if not isinstance(conn, ServerConnection):  # a worker on a bus: it answers the command itself
+            try:
+                return await conn.send(routed.command)  # type: ignore[attr-defined]
+            except RouteError:
+                self.state.unsent(routed)
+                raise
         try:
             await conn.send(encode(routed.command))
         except ConnectionClosed:
@@ -282,6 +288,8 @@ class Hub:
     async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path, query = unquote(url.path).rstrip("/") or "/", parse_qs(url.query)
+        # Split before unquoting: a worker named fleet/host/name arrives as one segment, %2F and all.
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
         method = getattr(request, "method", "GET")
         try:
             if isinstance(ws, _Connection) and ws.body_refused:
@@ -296,7 +304,7 @@ class Hub:
                                  {"error": "unauthorized", "message": "this hub needs 'Authorization: Bearer <token>'"})
                 response.headers["WWW-Authenticate"] = 'Bearer realm="heartmon"'
                 return response
-            return await self._route(ws, method, path, query)
+            return await self._route(ws, method, path, parts, query)
         except (HttpError, RouteError) as exc:
             if path.endswith("/inject"):
                 self.metrics.injects.labels(exc.code).inc()
@@ -305,9 +313,8 @@ class Hub:
                 response.headers["Allow"] = exc.allow
             return response
 
-    async def _route(self, ws: ServerConnection, method: str, path: str,
+    async def _route(self, ws: ServerConnection, method: str, path: str, parts: list[str],
                      query: dict[str, list[str]]) -> Response | None:
-        parts = path.strip("/").split("/")
         if path in ("/connect", "/watch"):
             _allow(method, "GET")
             return None  # the WebSocket handshake goes on

@@ -124,19 +124,21 @@ class HubState:
 
     # --- workers ------------------------------------------------------------------
 
-    def join(self, hello: FromWorker, conn: object, now: float) -> Joined:
+    def join(self, hello: FromWorker, conn: object, now: float, connected: bool | None = True) -> Joined:
         """The first frame of a connection. Raises ProtocolError for anything but a
-        hello this hub accepts."""
+        hello this hub accepts. ``connected`` is None for a worker the hub hears over a
+        bus: it holds no connection of its own, and NATS vouches for the worker's."""
         if not isinstance(hello, Hello):
             raise ProtocolError("hello_required", f"the first frame must be 'hello', not {hello.type!r}")
         check_version(hello)
         old = self.records.get(hello.worker)
-        if old is not None and self.identity_required and (hello.instance is None
+        # Over a bus the cluster's own auth decides who may publish on a worker's subjects.
+        if old is not None and self.identity_required and connected is not None and (hello.instance is None
                                                            or hello.instance != old.hello.instance):
             raise ProtocolError("name_taken", f"worker {hello.worker!r} is connected as another agent instance")
         key = ("", hello.worker)
         self.fleet.forget(key)  # a new session starts a new history
-        self.fleet.join(now, key, hello.interval_ms / 1000, connected=True, isolation=hello.isolation,
+        self.fleet.join(now, key, hello.interval_ms / 1000, connected=connected, isolation=hello.isolation,
                         pid=hello.pid, host=hello.host)
         record = WorkerRecord(hello, conn, self.wall(now), self.fleet.trackers[key])
         self.records[hello.worker] = record
@@ -179,6 +181,16 @@ class HubState:
         del self.records[record.name]
         self.fleet.forget(("", record.name))
         return [WorkerLeft(worker=record.name, reason=reason, at=self.wall(now))]
+
+    def vouch(self, name: str, because: str | None, now: float) -> None:
+        """Evidence of a bus worker's life besides its beats (its NATS connection)."""
+        self.fleet.vouch(now, ("", name), because)
+
+    def bury(self, now: float) -> list[Message]:
+        """Bus workers the detector judged dead leave, as a closed connection would have
+        made them: a monitor of the hub then shows them dead, and a hello brings them back."""
+        dead = [r for r in self.records.values() if r.tracker.state != "healthy"]
+        return [m for r in dead for m in self.left(r, "silent, and NATS holds no connection for it", now)]
 
     # --- reading --------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Agents publish the protocol's own payloads (hello, beats, probe reports, stacks) to one
 subject per worker and message type, ``<prefix>.<fleet>.<host>.<worker>.<type>``, and
-answer injects by request/reply on ``….inject``. Monitors and hubs subscribe; each runs
-the same detector on the same messages, so any number of them agree without talking
+answer injects by request/reply on ``….<worker>.cmd.inject``. Monitors and hubs
+subscribe; each runs the same detector on the same messages, so any number of them agree without talking
 to each other. NATS's own view of each worker's connection (the servers' ``/connz``) is
 the evidence of life that keeps ``starved`` apart from ``dead``.
 

@@ -66,9 +66,9 @@ class _Link:
                 await self.nc.close()
 
     async def _session(self, nc: Client) -> None:
-        subject = self.identity.subject
-        await nc.subscribe(subject(self.prefix, "inject"), cb=self._inject)
-        await nc.subscribe(subject(self.prefix, DISCOVER), cb=self._hello)
+        command = self.identity.command
+        await nc.subscribe(command(self.prefix, "inject"), cb=self._inject)
+        await nc.subscribe(command(self.prefix, DISCOVER), cb=self._hello)
         await nc.subscribe(f"{self.prefix}.{DISCOVER}", cb=self._hello)
         await self._hello()
         self.beater.online = True

@@ -3,6 +3,7 @@ TLS, and whether commands may be sent there at all."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
     import nats.aio.client
 
     from heartmon.config import NatsSettings
+
+log = logging.getLogger("heartmon.bus")
 
 SCHEMES = ("nats", "tls")
 RECONNECT_WAIT_S = 0.25
@@ -66,12 +69,18 @@ async def open_bus(servers: list[str], settings: NatsSettings, name: str | None 
     import nats
     from nats.errors import Error as NatsError
 
+    extra.setdefault("error_cb", _log_error)
     try:
         return await nats.connect(
             servers=servers, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
             reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, **credentials(settings), **extra)
     except (OSError, TimeoutError, NatsError) as exc:
         raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {_reason(exc)}") from None
+
+
+async def _log_error(exc: Exception) -> None:
+    """nats-py's own default prints a traceback for every failed attempt."""
+    log.info("NATS: %s", _reason(exc))
 
 
 def _reason(exc: BaseException) -> str:
@@ -91,9 +100,13 @@ async def check_commands_allowed(servers: list[str], settings: NatsSettings) -> 
     anonymous = settings.model_copy(update={"user": None, "password": None, "token": None})
     try:
         probe = await nats.connect(servers=servers, allow_reconnect=False, max_reconnect_attempts=0,
-                                   connect_timeout=2, **credentials(anonymous))
+                                   connect_timeout=2, error_cb=_quiet, **credentials(anonymous))
     except (OSError, TimeoutError, NatsError):
         return  # refused without credentials: the cluster has auth
     await probe.close()
     raise BusError(f"NATS at {', '.join(servers)} lets anyone connect without credentials: heartmon sends "
                    "no commands there. Configure auth on the cluster, or pass --insecure")
+
+
+async def _quiet(exc: Exception) -> None:
+    """The refusal is the answer the anonymous probe hopes for."""

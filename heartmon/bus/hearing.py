@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heartmon.bus.subjects import FROM_WORKER, TO_WORKER, Identity, parse
+from heartmon.bus.subjects import FROM_WORKER, Identity, parse
 from heartmon.protocol import FromWorker, Hello, ProtocolError, decode_from_worker
 
 ASK_EVERY_S = 2.0
@@ -22,18 +22,13 @@ class Hearing:
     prefix: str
     asked: dict[str, float] = field(default_factory=dict)
 
-    def decode(self, subject: str, data: bytes) -> tuple[Identity, FromWorker] | None:
-        """The worker and its message; None for what workers do not publish (commands,
-        discovery). Raises ProtocolError, with a stable code, for anything malformed."""
+    def decode(self, subject: str, data: bytes) -> tuple[Identity, FromWorker]:
+        """The worker and its message. Raises ProtocolError, with a stable code, for
+        anything malformed."""
         try:
-            parsed = parse(self.prefix, subject)
+            identity, kind = parse(self.prefix, subject)
         except ValueError as exc:
             raise ProtocolError("bad_subject", str(exc)) from None
-        if parsed is None:
-            return None
-        identity, kind = parsed
-        if kind in TO_WORKER:
-            return None
         if kind not in FROM_WORKER:
             raise ProtocolError("bad_subject", f"subject {subject[:80]!r}: {kind[:40]!r} is not a message type")
         try:

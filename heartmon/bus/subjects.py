@@ -18,11 +18,9 @@ PREFIX = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
 
 FROM_WORKER = frozenset({"hello", "beat", "probe_started", "probe_finished", "stack"})
 """The message types a worker publishes, each on its own subject."""
-TO_WORKER = frozenset({"inject", "discover"})
-"""The subjects a worker listens on: commands by request/reply, and requests to say hello again."""
 DISCOVER = "discover"
 """``<prefix>.discover``: every worker of every fleet publishes its hello again (a monitor
-that starts after them knows none); ``….<name>.discover`` asks one worker."""
+that starts after them knows none); ``<stem>.cmd.discover`` asks one worker."""
 
 
 def escape(part: str) -> str:
@@ -52,7 +50,12 @@ class Identity:
         return ".".join((prefix, escape(self.fleet), escape(self.host), escape(self.worker)))
 
     def subject(self, prefix: str, kind: str) -> str:
+        """Where the worker publishes messages of ``kind``."""
         return f"{self.stem(prefix)}.{kind}"
+
+    def command(self, prefix: str, kind: str) -> str:
+        """Where the worker listens for ``inject`` and ``discover``."""
+        return f"{self.stem(prefix)}.cmd.{kind}"
 
     @classmethod
     def from_key(cls, key: str) -> Identity:
@@ -63,16 +66,22 @@ class Identity:
         return cls(*parts)
 
 
-def parse(prefix: str, subject: str) -> tuple[Identity, str] | None:
-    """``<prefix>.<fleet>.<host>.<name>.<type>`` -> (identity, type); None for a subject of
-    that shape that is not a worker's (``<prefix>.discover``). Raises ValueError for a
-    subject under the prefix that no heartmon agent would publish."""
+def reports(prefix: str, fleet: str | None) -> str:
+    """What a monitor subscribes to: the messages workers publish, of every fleet or one,
+    in one subscription so that they are taken in the order each worker sent them (a
+    stack before the beat that ends its block). Commands to a worker sit one token
+    deeper (``<stem>.cmd.inject``) and are not matched: no monitor receives them, and an
+    inject to a worker that does not exist hears NATS's "no responders" at once."""
+    return f"{prefix}.{'*' if fleet is None else escape(fleet)}.*.*.*"
+
+
+def parse(prefix: str, subject: str) -> tuple[Identity, str]:
+    """``<prefix>.<fleet>.<host>.<name>.<type>`` -> (identity, type). Raises ValueError for
+    a subject no heartmon agent would publish on."""
     rest = subject[len(prefix) + 1:] if subject.startswith(prefix + ".") else None
     if rest is None:
         raise ValueError(f"subject {subject[:80]!r} is not under {prefix!r}")
     tokens = rest.split(".")
-    if tokens == [DISCOVER]:
-        return None
     if len(tokens) != 4:
         raise ValueError(f"subject {subject[:80]!r} is not {prefix}.FLEET.HOST.NAME.TYPE")
     fleet, host, worker, kind = tokens
@@ -82,10 +91,9 @@ def parse(prefix: str, subject: str) -> tuple[Identity, str] | None:
 def stem_identity(prefix: str, stem: str) -> Identity | None:
     """A NATS connection's name back to the worker it is, or None when it is not one of ours."""
     try:
-        parsed = parse(prefix, f"{stem}.x")
+        return parse(prefix, f"{stem}.x")[0]
     except ValueError:
         return None
-    return None if parsed is None else parsed[0]
 
 
 def check_prefix(prefix: str) -> str:

@@ -26,7 +26,7 @@ from heartmon.backoff import backoff_delay
 from heartmon.bus.connect import BusError, open_bus, parse_servers
 from heartmon.bus.evidence import Evidence, follow
 from heartmon.bus.hearing import Hearing
-from heartmon.bus.subjects import DISCOVER, Identity, escape
+from heartmon.bus.subjects import DISCOVER, Identity, reports
 from heartmon.protocol import (
     Beat,
     FromWorker,
@@ -82,7 +82,7 @@ class NatsSource:
         self.servers, self.settings, self.fleet, self.monitors = servers, settings, fleet, monitors
         self.client = client
         prefix = settings.prefix
-        self.subject = f"{prefix}.>" if fleet is None else f"{prefix}.{escape(fleet)}.>"
+        self.subject = reports(prefix, fleet)
         self.hearing = Hearing(prefix)
         self.evidence = Evidence(prefix)
         self._nc: Nats | None = None
@@ -167,13 +167,10 @@ class NatsSource:
         assert ingest is not None
         now = ingest.now()
         try:
-            heard = self.hearing.decode(msg.subject, msg.data)
+            identity, message = self.hearing.decode(msg.subject, msg.data)
         except ProtocolError as exc:
             self.status.refuse(f"{msg.subject[:80]}: {exc.message}")
             return
-        if heard is None:
-            return
-        identity, message = heard
         self.take(ingest, identity, message, now)
 
     def take(self, ingest: Ingest, identity: Identity, message: FromWorker, now: float) -> None:
@@ -208,4 +205,4 @@ class NatsSource:
 
     async def _ask(self, identity: Identity) -> None:
         if self._nc is not None and self._nc.is_connected:
-            await self._nc.publish(identity.subject(self.settings.prefix, DISCOVER), b"")
+            await self._nc.publish(identity.command(self.settings.prefix, DISCOVER), b"")
