@@ -189,7 +189,7 @@ class HubState:
     def bury(self, now: float) -> list[Message]:
         """Bus workers the detector judged dead leave, as a closed connection would have
         made them: a monitor of the hub then shows them dead, and a hello brings them back."""
-        dead = [r for r in self.records.values() if r.tracker.state != "healthy"]
+        dead = [r for r in self.records.values() if r.tracker.connected is None and r.tracker.state == "dead"]
         return [m for r in dead for m in self.left(r, "silent, and NATS holds no connection for it", now)]
 
     # --- reading --------------------------------------------------------------------
