@@ -92,7 +92,8 @@ class NatsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     prefix: str = Field("heartmon", description="subjects are PREFIX.FLEET.HOST.WORKER.TYPE")
-    fleet: str = Field("default", min_length=1, max_length=128, description="the fleet a worker publishes in")
+    fleet: str = Field("default", min_length=1, max_length=128, pattern=r"^[^/\x00-\x1f\x7f]+$",
+                       description="the fleet a worker publishes in (no '/': a worker is fleet/host/name)")
     user: str | None = Field(None, description="NATS user, with password")
     password: SecretStr | None = Field(None, description="NATS password")
     token: SecretStr | None = Field(None, description="NATS token (instead of user and password)")

@@ -422,7 +422,8 @@ def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | N
 
 HELLO_RULES: dict[str, TypeAdapter[Any]] = {
     "--name": TypeAdapter(WorkerName),
-    "--host-name": TypeAdapter(Annotated[str, Hello.model_fields["host"], Field(min_length=1)]),
+    "--host-name": TypeAdapter(Annotated[str, Hello.model_fields["host"],
+                                         Field(min_length=1, pattern=r"^[^/\x00-\x1f\x7f]+$")]),
     "--interval-ms": TypeAdapter(Annotated[int, Hello.model_fields["interval_ms"]]),
 }
 """The protocol's own rules for what a worker says in its hello, by the flag that sets it."""

@@ -11,6 +11,9 @@ import httpx
 
 from heartmon.urls import auth_headers, hub_http
 
+NO_HUB = ("no hub to send commands to: inject works on hub sources (ws://…), and on a NATS fleet "
+          "through a hub that bridges it (heartmon hub --nats)")
+
 
 @dataclass(frozen=True)
 class Answer:

@@ -22,7 +22,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog, Static
 
-from heartmon.commands import Answer, HubClient
+from heartmon.commands import NO_HUB, Answer, HubClient
 from heartmon.detector import Key
 from heartmon.report import clock_time, describe
 from heartmon.tui.model import SORTS, STATE_STYLE, SYMBOL, WORST_FIRST, entry_style
@@ -297,7 +297,7 @@ class HeartmonApp(App):
         as the hub lists them: the hub is the one that must reach them)."""
         hubs = self.hubs
         if not hubs:
-            return [Answer(False, "no hub to send commands to: inject works on hub sources (ws://…)")]
+            return [Answer(False, NO_HUB)]
         if target.startswith("isolation:"):
             mode = target.split(":", 1)[1]
             sends = []

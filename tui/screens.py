@@ -14,6 +14,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from heartmon.commands import NO_HUB
 from heartmon.detector import Key
 from heartmon.fleet_state import ProbeRun
 from heartmon.protocol import ISOLATIONS, Frame
@@ -280,7 +281,7 @@ class InjectScreen(OfHeartmon, ModalScreen[None]):
         answer = self.query_one("#inject-answer", Static)
         hub = self.heartmon.hub_for(self.selected)
         if hub is None:
-            answer.update("no hub to send commands to: inject works on hub sources (ws://…)")
+            answer.update(NO_HUB)
             return
         try:
             probes = await self.heartmon.hub_client.probes(hub)

@@ -3,6 +3,7 @@ TLS, and whether commands may be sent there at all."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("heartmon.bus")
 
 SCHEMES = ("nats", "tls")
+FIRST_CONNECT_S = 5.0
+"""How long the first connection may take, every server tried, before the caller hears
+why it failed (and retries with its backoff, or stops, as it sees fit)."""
 RECONNECT_WAIT_S = 0.25
 """How long the client waits before trying a server it just failed on. Others in the
 pool (the cluster advertises its members) are tried at once, so a worker whose server
@@ -33,17 +37,17 @@ def parse_servers(spec: str) -> list[str]:
     if not urls:
         raise BusError("no NATS server given: expected nats://HOST:PORT[,nats://HOST:PORT…]")
     for url in urls:
+        if "@" in url.partition("://")[2].partition("/")[0]:  # before anything that would quote it
+            raise BusError(f"NATS address {url.rpartition('@')[2]!r} carries credentials: set them in "
+                           "settings ([nats] user/password or token) or HEARTMON_NATS__PASSWORD / "
+                           "HEARTMON_NATS__TOKEN, not on a command line")
         try:
             parts = urlsplit(url)
-            port = parts.port
+            parts.port  # noqa: B018 - parsing the port is the check
         except ValueError as exc:
             raise BusError(f"invalid NATS address {url!r}: {exc}") from None
         if parts.scheme not in SCHEMES or not parts.hostname:
             raise BusError(f"invalid NATS address {url!r}: expected nats://HOST:PORT or tls://HOST:PORT")
-        if parts.username is not None or parts.password is not None:
-            raise BusError(f"NATS address {parts.hostname}:{port or 4222} carries credentials: set them in "
-                           "settings ([nats] user/password or token) or HEARTMON_NATS__PASSWORD / "
-                           "HEARTMON_NATS__TOKEN, not on a command line")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise BusError(f"invalid NATS address {url!r}: expected nats://HOST:PORT, with nothing after the port")
     return urls
@@ -69,13 +73,22 @@ async def open_bus(servers: list[str], settings: NatsSettings, name: str | None 
     import nats
     from nats.errors import Error as NatsError
 
-    extra.setdefault("error_cb", _log_error)
+    told = extra.pop("error_cb", _log_error)
+    seen: list[Exception] = []
+
+    async def error(exc: Exception) -> None:
+        seen.append(exc)
+        await told(exc)
+
     try:
-        return await nats.connect(
+        # Told to reconnect forever, the client also tries its first connection forever.
+        return await asyncio.wait_for(nats.connect(
             servers=servers, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
-            reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, **credentials(settings), **extra)
+            reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, error_cb=error, **credentials(settings),
+            **extra), FIRST_CONNECT_S)
     except (OSError, TimeoutError, NatsError) as exc:
-        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {_reason(exc)}") from None
+        why = _reason(seen[-1]) if seen else _reason(exc) if str(exc) else f"no answer within {FIRST_CONNECT_S:g} s"
+        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from None
 
 
 async def _log_error(exc: Exception) -> None:
@@ -98,15 +111,21 @@ async def check_commands_allowed(servers: list[str], settings: NatsSettings) -> 
     from nats.errors import Error as NatsError
 
     anonymous = settings.model_copy(update={"user": None, "password": None, "token": None})
+    seen: list[BaseException] = []
+
+    async def error(exc: Exception) -> None:
+        seen.append(exc)
+
     try:
-        probe = await nats.connect(servers=servers, allow_reconnect=False, max_reconnect_attempts=0,
-                                   connect_timeout=2, error_cb=_quiet, **credentials(anonymous))
-    except (OSError, TimeoutError, NatsError):
-        return  # refused without credentials: the cluster has auth
+        probe = await asyncio.wait_for(nats.connect(
+            servers=servers, allow_reconnect=False, max_reconnect_attempts=1, connect_timeout=2, error_cb=error,
+            **credentials(anonymous)), FIRST_CONNECT_S)
+    except (OSError, TimeoutError, NatsError) as exc:
+        seen.append(exc)
+        if any("authorization" in str(e).lower() for e in seen):
+            return  # refused without credentials: the cluster has auth
+        raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {_reason(seen[0])}") from None
     await probe.close()
     raise BusError(f"NATS at {', '.join(servers)} lets anyone connect without credentials: heartmon sends "
                    "no commands there. Configure auth on the cluster, or pass --insecure")
 
-
-async def _quiet(exc: Exception) -> None:
-    """The refusal is the answer the anonymous probe hopes for."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heartmon.bus.subjects import FROM_WORKER, Identity, parse
+from heartmon.bus.subjects import FROM_WORKER, Identity, parse, unfit_identity
 from heartmon.protocol import FromWorker, Hello, ProtocolError, decode_from_worker
 
 ASK_EVERY_S = 2.0
@@ -29,6 +29,8 @@ class Hearing:
             identity, kind = parse(self.prefix, subject)
         except ValueError as exc:
             raise ProtocolError("bad_subject", str(exc)) from None
+        if why := unfit_identity(identity):
+            raise ProtocolError("bad_subject", f"subject {subject[:80]!r}: {why}")
         if kind not in FROM_WORKER:
             raise ProtocolError("bad_subject", f"subject {subject[:80]!r}: {kind[:40]!r} is not a message type")
         try:

@@ -96,6 +96,25 @@ def stem_identity(prefix: str, stem: str) -> Identity | None:
         return None
 
 
+MAX_KEY = 512
+"""The longest ``fleet/host/name`` (the protocol's RowName): a row's name, not a payload."""
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unfit_identity(identity: Identity) -> str | None:
+    """Why an identity read off a subject cannot name a row, or None when it can. It
+    reaches terminals and hubs' listings: no control characters, no ``/`` in the fleet
+    or host (the key would not read back), a bounded length."""
+    if "/" in identity.fleet or "/" in identity.host:
+        return "a fleet or host with '/' in it"
+    key = identity.key
+    if len(key) > MAX_KEY:
+        return f"a worker name of {len(key)} characters (at most {MAX_KEY})"
+    if _UNPRINTABLE.search(key):
+        return "control characters in the fleet, host or name"
+    return None
+
+
 def check_prefix(prefix: str) -> str:
     if not PREFIX.match(prefix):
         raise ValueError(f"a subject prefix is dot-separated tokens of letters, digits, '_' and '-', not {prefix!r}")

@@ -14,6 +14,7 @@ system shows into :class:`Heard` beats, :meth:`Ingest.gone` and :meth:`Ingest.vo
 from __future__ import annotations
 
 import importlib
+import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,11 @@ SYNTAX = ("expected ws://HOST:PORT or HOST:PORT (a hub), [NAME=]http(s)://… (a
           "celery+redis://HOST:PORT/DB, rq+redis://HOST:PORT/DB, inngest://HOST:PORT or nats://HOST:PORT")
 
 
+def shown(spec: str) -> str:
+    """A SOURCE as it may be printed: any credentials in its URLs (``//user:pass@``) masked."""
+    return re.sub(r"//[^/@?#]*@", "//…@", spec)
+
+
 def parse_source(spec: str, settings: Settings, client: Client) -> Source:
     """``ws://h:p`` or ``h:p`` -> a hub; ``[NAME=]http(s)://…`` -> an endpoint named NAME
     (or host:port/path); a system's scheme -> its source. Anything else is refused:
@@ -163,16 +169,16 @@ def parse_source(spec: str, settings: Settings, client: Client) -> Source:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme in KINDS:
         if name:
-            raise SourceError(f"source {spec!r}: only HTTP endpoints take a NAME=")
+            raise SourceError(f"source {shown(spec)!r}: only HTTP endpoints take a NAME=")
         return _system(spec, scheme, url, settings, client)
     try:
         url = check_address(url, ("ws", "wss", "http", "https"))
     except ValueError as exc:
-        raise SourceError(f"source {spec!r}: {exc}; {SYNTAX}") from None
+        raise SourceError(f"source {shown(spec)!r}: {exc}; {SYNTAX}") from None
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss"):
         if name:
-            raise SourceError(f"source {spec!r}: only HTTP endpoints take a NAME=")
+            raise SourceError(f"source {shown(spec)!r}: only HTTP endpoints take a NAME=")
         return HubSource(url, settings.token)
     m = settings.monitor
     return HttpSource(name or (parts.netloc + parts.path.rstrip("/")), url, m.http_interval_ms / 1000,
@@ -186,8 +192,8 @@ def _system(spec: str, scheme: str, url: str, settings: Settings, client: Client
     except ModuleNotFoundError as exc:
         if extra is None or (exc.name or "").startswith("heartmon"):
             raise
-        raise SourceError(f"source {spec!r} needs {exc.name}: pip install 'heartmon[{extra}]'") from None
+        raise SourceError(f"source {shown(spec)!r} needs {exc.name}: pip install 'heartmon[{extra}]'") from None
     try:
         return module.from_url(url, settings, client)
     except ValueError as exc:
-        raise SourceError(f"source {spec!r}: {exc}") from None
+        raise SourceError(f"source {shown(spec)!r}: {exc}") from None

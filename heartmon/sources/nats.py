@@ -69,6 +69,8 @@ def from_url(url: str, settings: Settings, client: Client) -> NatsSource:
     fleets = options.get("fleet", [])
     if len(fleets) > 1 or (fleets and not fleets[0]):
         raise ValueError("fleet= names one fleet")
+    if any(not m for m in options.get("monitor", [])):
+        raise ValueError("monitor= names a server's monitoring endpoint, HOST:PORT")
     monitors = options.get("monitor") or settings.nats.monitor
     return NatsSource(url, servers, settings.nats, fleets[0] if fleets else None, monitors, client)
 
