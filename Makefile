@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tui.py --idle --workers 1000,10000 --seconds 10 --runs $(RUNS)
 	$(BIN)/python benchmarks/hub_abuse.py
 	$(BIN)/python benchmarks/systems.py --runs $(RUNS)
+	$(BIN)/python benchmarks/nats_scale.py --runs $(RUNS)
 
 screenshots: $(STAMP)
 	$(BIN)/python screenshots/generate.py
