@@ -75,9 +75,16 @@ class _Link:
         await self.beater._send(self._publish)
 
     async def _publish(self, message: Message) -> None:
+        """Publishes, or drops the message when the client cannot take it: while no server
+        is reachable it buffers (2 MiB, some twenty thousand beats) and refuses beyond."""
+        from nats.errors import Error as NatsError
+
         assert self.nc is not None
         kind = type(message).model_fields["type"].default  # each message's Literal tag
-        await self.nc.publish(self.identity.subject(self.prefix, kind), encode(message).encode())
+        try:
+            await self.nc.publish(self.identity.subject(self.prefix, kind), encode(message).encode())
+        except NatsError as exc:
+            log.debug("%s: dropped a %s: %s", self.beater.config.name, kind, exc)
 
     async def _hello(self, _request: Msg | None = None) -> None:
         await self._publish(self.beater._hello())

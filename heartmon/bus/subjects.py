@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 SAFE = re.compile(r"[A-Za-z0-9_-]")
 TOKEN = re.compile(r"^(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+$")
 PREFIX = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
 
-FROM_WORKER = frozenset({"hello", "beat", "probe_started", "probe_finished", "stack"})
-"""The message types a worker publishes, each on its own subject."""
 DISCOVER = "discover"
 """``<prefix>.discover``: every worker of every fleet publishes its hello again (a monitor
 that starts after them knows none); ``<stem>.cmd.discover`` asks one worker."""
@@ -30,8 +29,10 @@ def escape(part: str) -> str:
 def unescape(token: str) -> str:
     if not TOKEN.match(token):
         raise ValueError(f"not an escaped subject token: {token[:60]!r}")
-    return bytes(int(t[1:], 16) if t.startswith("%") else ord(t)
-                 for t in re.findall(r"%[0-9A-F]{2}|.", token)).decode()
+    try:
+        return unquote(token, errors="strict") if "%" in token else token
+    except UnicodeDecodeError:
+        raise ValueError(f"not UTF-8 once unescaped: {token[:60]!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,8 @@ class NatsSource:
                               interval_ms=message.interval_ms, agent=message.agent, probes=message.probes,
                               connected_at=time.time())
             ingest.joined(label, info, now, connected=None)
+            # /connz may have listed it before its hello came: that evidence was for no one then.
+            ingest.vouch(label, key, now, self.evidence.vouched.get(key))
             return
         if not ingest.judging(label, key):
             if self.hearing.should_ask(identity, now) and self._nc is not None:

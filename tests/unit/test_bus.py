@@ -407,3 +407,20 @@ def test_with_a_token_a_bus_worker_may_say_hello_as_another_instance_but_a_webso
     with pytest.raises(ProtocolError) as refused:
         state.join(hello("api", instance="i2"), "ws-2", 1.0)
     assert refused.value.code == "name_taken"
+
+
+def test_a_worker_listed_on_connz_before_its_hello_has_that_evidence_once_it_says_hello():
+    """/connz may list a worker before its hello arrives (the benchmark saw 58 of 10,000):
+    the evidence then was for no row, and the hello must pick it up, or the worker's
+    first silence would be judged dead instead of starved."""
+    from heartmon.monitor import Monitor
+    from heartmon.sources.nats import NatsSource
+    from heartmon.view import ViewRequest
+
+    monitor = Monitor(Settings(), [], clock=lambda: 10.0)
+    source = NatsSource("nats://bus:4222", ["nats://bus:4222"], NatsSettings(), None, ["bus:8222"], no_client)
+    for key, because in source.evidence.reading({"http://bus:8222": [WORKER.stem(PREFIX)]}):
+        monitor.vouch("nats://bus:4222", key, 10.0, because)  # as the source's /connz follower does
+    source.take(monitor, WORKER, hello(WORKER.worker, WORKER.host), 10.0)
+    detail = monitor.view(ViewRequest(detail=("nats://bus:4222", WORKER.key))).detail
+    assert detail is not None and detail.vouched == "NATS connection open on http://bus:8222"
