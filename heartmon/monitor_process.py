@@ -90,7 +90,8 @@ class MonitorProcess:
             env={**os.environ, "HEARTMON_DIE_WITH": str(os.getpid())},
         )
         theirs.close()
-        ours.sendall(_frame((self.settings.model_dump_json(), self.source_specs)))
+        # The model itself, not its JSON, which masks secrets (a NATS password or token).
+        ours.sendall(_frame((self.settings, self.source_specs)))
         ours.setblocking(False)
         self._sock = ours
         return self
@@ -187,8 +188,8 @@ async def _serve(sock: socket.socket) -> None:
         if not data:
             return  # the UI went before it said what to watch
         received = frames.feed(data)
-    (settings_json, specs), *pending = received
-    monitor = Monitor(Settings.model_validate_json(settings_json), specs)
+    (settings, specs), *pending = received
+    monitor = Monitor(settings, specs)
     engine = asyncio.ensure_future(monitor.run())
     last = pending[-1] if pending else ViewRequest()
     try:

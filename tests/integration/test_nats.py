@@ -263,3 +263,22 @@ def test_two_bridges_and_a_monitor_agree_and_an_old_style_monitor_watches_a_brid
         moves = _moves(watching, names[0])
     assert starved[0] == starved[1] and starved[0][names[2]] == ("healthy", True)
     assert moves[:3] == [("healthy", "late"), ("late", "starved"), ("starved", "healthy")], moves
+
+
+async def test_the_tuis_ingest_process_carries_the_nats_credentials(secured, launch):
+    """The TUI's engine runs in a process of its own, handed the settings: a secret that
+    did not survive the trip (pydantic's JSON masks it as '**********') would leave the
+    monitor refused by the cluster it was told how to join."""
+    from heartmon.commands import HubClient
+    from heartmon.monitor_process import MonitorProcess
+    from heartmon.polling import until
+    from heartmon.tui.app import HeartmonApp
+
+    launch("worker", "--nats", secured.nodes[0].url, "--name", "w", "--host-name", "m", "--interval-ms", INTERVAL_MS,
+           env={"HEARTMON_NATS__TOKEN": TOKEN}, ready=None)
+    feed = MonitorProcess(load_settings(overrides={"nats": {"token": TOKEN}}), [secured.source()])
+    app = HeartmonApp(feed, HubClient())
+    with feed:
+        async with app.run_test(size=(130, 34)):
+            await until(lambda: [r.name for r in app.view.rows] == ["default/m/w"], 20, "the worker, over NATS")
+            assert app.view.sources[0].link == "connected"
