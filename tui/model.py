@@ -81,7 +81,16 @@ def cells(row: RowView, name: str | None = None) -> tuple[str, ...]:
 
 
 def fit(values: tuple[str, ...], shown: tuple[int, ...]) -> list[str]:
-    return [values[i][:WIDTHS[i]].ljust(WIDTHS[i]) for i in shown]
+    return [(elide(values[i], WIDTHS[i]) if i == 0 else values[i][:WIDTHS[i]]).ljust(WIDTHS[i]) for i in shown]
+
+
+def elide(name: str, width: int) -> str:
+    """A name too long for its column keeps its start and its end: ``fleet/host/name``
+    over NATS, or a Celery ``worker@host``, differ as often at the end as at the start."""
+    if len(name) <= width:
+        return name
+    head = width // 3
+    return f"{name[:head]}…{name[-(width - head - 1):]}"
 
 
 def entry_style(entry: LogEntry) -> str:

@@ -30,3 +30,13 @@ def test_hub_addresses():
     assert hub_ws("http://h:1/", "/watch") == "ws://h:1/watch"
     assert hub_ws("127.0.0.1:9", "/watch") == "ws://127.0.0.1:9/watch"
     assert hub_http("wss://h:1") == "https://h:1"
+
+
+def test_a_name_too_long_for_its_column_keeps_its_start_and_its_end():
+    from heartmon.tui.model import WIDTHS, elide, fit
+
+    a, b = "default/machine-a/worker-1", "default/machine-b/worker-1"
+    assert elide(a, 22) == "default…ine-a/worker-1" and len(elide(a, 22)) == 22
+    assert elide(a, 22) != elide(b, 22)  # two machines' worker-1 stay two names on screen
+    assert elide("none-1", 22) == "none-1"
+    assert fit(("x" * 30, "none"), (0, 1))[1] == "none".ljust(WIDTHS[1])
