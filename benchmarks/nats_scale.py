@@ -577,9 +577,9 @@ def connz_cost(cluster: Cluster) -> dict:
             size += len(response.content)
             lists[node.monitor] = [m.decode() for m in names.findall(response.content)]
         t1 = time.thread_time()
-    evidence.reading(lists)  # the first reading: every worker is new
+    evidence.reading(lists, 0.0)  # the first reading: every worker is new
     t2 = time.thread_time()
-    evidence.reading(lists)
+    evidence.reading(lists, 0.0)
     t3 = time.thread_time()
     return {"fetch_ms": (t1 - t0) * 1000, "reading_ms": (t3 - t2) * 1000, "bytes": size,
             "connections": sum(len(v or ()) for v in lists.values())}

@@ -506,7 +506,7 @@ def _inject_on_bus(args: argparse.Namespace) -> int:
     """Straight to the worker over NATS. ``any`` needs a judge of the pool, which a hub
     that bridges the fleet is (``heartmon hub --nats``)."""
     from heartmon.bus.commands import new_inject, request_inject
-    from heartmon.bus.connect import BusError, check_commands_allowed, open_bus
+    from heartmon.bus.connect import WATCHING, BusError, check_commands_allowed, open_bus
     from heartmon.hub_state import RouteError
 
     settings = settings_from(args, flags=("insecure",))
@@ -518,7 +518,7 @@ def _inject_on_bus(args: argparse.Namespace) -> int:
     async def send() -> dict:
         command = new_inject(args.probe, args.duration, settings.hub.max_duration_s)
         await check_commands_allowed(servers, settings.nats)
-        nc = await open_bus(servers, settings.nats)
+        nc = await open_bus(servers, settings.nats, WATCHING)
         try:
             return await request_inject(nc, settings.nats.prefix, args.worker, command)
         finally:

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from heartmon.backoff import backoff_delay
-from heartmon.bus.connect import BusError, open_bus
+from heartmon.bus.connect import BEATING, BusError, open_bus
 from heartmon.bus.subjects import DISCOVER, Identity
 from heartmon.hub_state import RouteError, check_duration, check_probe
 from heartmon.protocol import Inject, Message, ProtocolError, decode_to_worker, encode
@@ -50,7 +50,7 @@ class _Link:
         attempt = 0
         while True:
             try:
-                self.nc = await open_bus(list(config.nats), settings, name=self.identity.stem(self.prefix),
+                self.nc = await open_bus(list(config.nats), settings, BEATING, name=self.identity.stem(self.prefix),
                                          disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
                                          error_cb=self._error)
             except BusError as exc:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from heartmon.bus.commands import request_inject
-from heartmon.bus.connect import BusError, check_commands_allowed, open_bus
+from heartmon.bus.connect import WATCHING, BusError, check_commands_allowed, open_bus
 from heartmon.bus.evidence import Evidence, follow
 from heartmon.bus.hearing import Hearing
 from heartmon.bus.subjects import DISCOVER, Identity, reports
@@ -70,7 +70,8 @@ class Bridge:
 
     async def run(self, client: httpx.AsyncClient, on_ready: Callable[[], None]) -> None:
         """Raises BusError when no server takes the first connection."""
-        self.nc = nc = await open_bus(self.servers, self.settings, reconnected_cb=self._discover)
+        self.nc = nc = await open_bus(self.servers, self.settings, WATCHING, disconnected_cb=self._lost,
+                                      reconnected_cb=self._discover)
         try:
             try:
                 await check_commands_allowed(self.servers, self.settings)
@@ -89,6 +90,11 @@ class Bridge:
         finally:
             await nc.close()
 
+    async def _lost(self) -> None:
+        """Without the bus, the bridge's workers' silence is its own: they are unknown, not
+        judged, until they say hello again (asked to on reconnecting)."""
+        self.hub.state.fleet.source_lost(self.hub.clock(), "")
+
     async def _discover(self) -> None:
         assert self.nc is not None
         await self.nc.publish(f"{self.settings.prefix}.{DISCOVER}", b"")
@@ -106,7 +112,10 @@ class Bridge:
             record = state.records.get(key)
             if isinstance(message, Hello):
                 if record is not None and (record.hello.instance, record.hello.pid) == (message.instance, message.pid):
-                    return  # the same agent saying hello again (asked to by someone who had not heard it)
+                    # The same agent saying hello again, asked to: back from unknown if the bridge had lost the bus.
+                    state.fleet.join(now, ("", key), message.interval_ms / 1000, connected=None,
+                                     isolation=message.isolation, pid=message.pid, host=message.host)
+                    return
                 joined = state.join(message.model_copy(update={"worker": key}), BusRoute(self, key), now,
                                     connected=None)
                 self.hub.publish(*joined.publish)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("heartmon.bus")
 
 SCHEMES = ("nats", "tls")
+@dataclass(frozen=True)
+class Pings:
+    """How often the client pings its server, and how many may go unanswered before
+    it calls the connection stale and moves to another server."""
+
+    interval_s: float
+    unanswered: int
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.interval_s * (self.unanswered + 1)
+
+
+WATCHING = Pings(0.5, 2)
+"""For monitors and bridges: a server that answers no ping for about a second is wedged
+or cut off (a stopped process keeps its sockets open, and nothing else would tell),
+and the client moves to another. Their loops are heartmon's own, never starved."""
+BEATING = Pings(2.0, 3)
+"""For agents: a wedged server is left within 8 s. A starved loop sends no ping and
+misses no pong (its ping timer does not run either), so a block, however long, costs
+the connection nothing."""
 FIRST_CONNECT_S = 5.0
 """How long the first connection may take, every server tried, before the caller hears
 why it failed (and retries with its backoff, or stops, as it sees fit)."""
@@ -66,7 +88,7 @@ def credentials(settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
-async def open_bus(servers: list[str], settings: NatsSettings, name: str | None = None,
+async def open_bus(servers: list[str], settings: NatsSettings, pings: Pings, name: str | None = None,
                    **extra: Any) -> nats.aio.client.Client:
     """A connection that reconnects forever, to any server of the cluster. Raises
     BusError when no server takes the first connection."""
@@ -84,8 +106,8 @@ async def open_bus(servers: list[str], settings: NatsSettings, name: str | None 
         # Told to reconnect forever, the client also tries its first connection forever.
         return await asyncio.wait_for(nats.connect(
             servers=servers, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
-            reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, error_cb=error, **credentials(settings),
-            **extra), FIRST_CONNECT_S)
+            reconnect_time_wait=RECONNECT_WAIT_S, connect_timeout=2, error_cb=error, ping_interval=pings.interval_s,
+            max_outstanding_pings=pings.unanswered, **credentials(settings), **extra), FIRST_CONNECT_S)
     except (OSError, TimeoutError, NatsError) as exc:
         why = _reason(seen[-1]) if seen else _reason(exc) if str(exc) else f"no answer within {FIRST_CONNECT_S:g} s"
         raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from None

@@ -4,10 +4,12 @@ still there (starved) rather than gone (dead).
 Every agent names its NATS connection after its subject stem, so each server's
 ``/connz`` lists the workers connected to it. A worker on some server's list is alive as
 far as the network can tell. A worker seen last on a server that cannot be read now
-keeps that evidence for ``GRACE_ROUNDS`` more readings: when a server dies its workers
-are reconnecting to another, and within a round or two they are listed there. A
-worker on no list, its server readable, has no evidence: its silence is judged as
-silence, and past ``dead_after`` it is dead.
+keeps that evidence for ``GRACE_S``: when a server dies its workers reconnect to another
+within milliseconds and are listed there at the next reading, and when a server is
+wedged (stopped, cut off: its sockets stay open) its workers leave it once its pings go
+unanswered (``BEATING``), which takes up to ``GRACE_S``. A worker on no list, its
+server readable, has no evidence: its silence is judged as silence, and past
+``dead_after`` it is dead.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from heartmon.bus.subjects import Identity, stem_identity
+from heartmon.bus.connect import BEATING
+from heartmon.bus.subjects import stem_identity
 
-GRACE_ROUNDS = 2
+GRACE_S = BEATING.stale_after_s
+FETCH_S = 2.0
+"""A server that has not answered /connz within this is unreadable this time (a
+stopped process still accepts connections, and answers none): the others are read on."""
 CONNZ_LIMIT = 1_000_000
 """Asked for in one page: /connz answers 1024 connections by default."""
 
@@ -35,15 +41,15 @@ class Evidence:
     keys: dict[str, str | None] = field(default_factory=dict)
     """Connection name -> worker key (None: not a worker's), read once per name: a
     reading of 10,000 connections would otherwise unescape 10,000 names each time."""
-    seen_on: dict[str, tuple[str, int]] = field(default_factory=dict)
-    """Worker key -> (the server it was last listed on, readings since, while that server
-    could not be read)."""
+    seen_on: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    """Worker key -> (the server it was last listed on, since when that server could not
+    be read, or None while it can)."""
     vouched: dict[str, str] = field(default_factory=dict)
 
-    def reading(self, lists: Mapping[str, Iterable[str] | None]) -> list[tuple[str, str | None]]:
-        """One reading of every server: server -> the names of its connections, or None
-        when it could not be read. Returns (worker key, evidence or None) for each
-        worker whose evidence changed."""
+    def reading(self, lists: Mapping[str, Iterable[str] | None], now: float) -> list[tuple[str, str | None]]:
+        """One reading of every server at ``now``: server -> the names of its connections,
+        or None when it could not be read. Returns (worker key, evidence or None) for
+        each worker whose evidence changed."""
         listed: dict[str, str] = {}
         keys = self.keys
         for server, names in lists.items():
@@ -56,18 +62,20 @@ class Evidence:
         if len(keys) > 4 * max(len(listed), 1024):  # names of connections long gone
             self.keys = {n: k for n, k in keys.items() if k in listed}
         for key, server in listed.items():
-            self.seen_on[key] = (server, 0)
-        for key, (server, rounds) in list(self.seen_on.items()):
+            self.seen_on[key] = (server, None)
+        for key, (server, since) in list(self.seen_on.items()):
             if key in listed:
                 continue
-            if lists.get(server, ()) is None and rounds < GRACE_ROUNDS:
-                self.seen_on[key] = (server, rounds + 1)
-            else:
+            if lists.get(server, ()) is not None:
+                del self.seen_on[key]  # its server is read, and lists it no more
+            elif since is None:
+                self.seen_on[key] = (server, now)
+            elif now - since > GRACE_S:
                 del self.seen_on[key]
         changes: list[tuple[str, str | None]] = []
-        for key, (server, rounds) in self.seen_on.items():
-            because = (f"NATS connection open on {server}" if rounds == 0
-                       else f"NATS server {server} unreadable; connected there {rounds} reading(s) ago")
+        for key, (server, since) in self.seen_on.items():
+            because = (f"NATS connection open on {server}" if since is None
+                       else f"NATS server {server} cannot be read; connected there when it last could")
             if self.vouched.get(key) != because:
                 self.vouched[key] = because
                 changes.append((key, because))
@@ -75,9 +83,6 @@ class Evidence:
             del self.vouched[key]
             changes.append((key, None))
         return changes
-
-    def connected(self, identity: Identity) -> bool:
-        return identity.key in self.seen_on
 
 
 def monitoring_url(address: str) -> str:
@@ -97,7 +102,7 @@ def stem_names(prefix: str) -> re.Pattern[bytes]:
 async def fetch_connz(client: httpx.AsyncClient, base: str) -> bytes | None:
     """One server's /connz, or None when it cannot be read."""
     try:
-        response = await client.get(f"{base}/connz", params={"limit": CONNZ_LIMIT})
+        response = await client.get(f"{base}/connz", params={"limit": CONNZ_LIMIT}, timeout=FETCH_S)
         response.raise_for_status()
     except httpx.HTTPError:
         return None
@@ -119,6 +124,6 @@ async def follow(client: httpx.AsyncClient, servers: list[str], evidence: Eviden
                  for b, body in zip(bases, bodies, strict=True)}
         down = [b for b, found in lists.items() if found is None]
         status(f"cannot read /connz of {', '.join(down)}" if down else None)
-        for key, because in evidence.reading(lists):
+        for key, because in evidence.reading(lists, time.monotonic()):
             changed(key, because)
         await asyncio.sleep(max(interval_s, 10 * (time.perf_counter() - started)))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from heartmon.backoff import backoff_delay
-from heartmon.bus.connect import BusError, open_bus, parse_servers
+from heartmon.bus.connect import WATCHING, BusError, open_bus, parse_servers
 from heartmon.bus.evidence import Evidence, follow
 from heartmon.bus.hearing import Hearing
 from heartmon.bus.subjects import DISCOVER, Identity, reports
@@ -102,7 +102,7 @@ class NatsSource:
         while True:
             self.status.set("connecting")
             try:
-                nc = await open_bus(self.servers, self.settings, disconnected_cb=self._disconnected,
+                nc = await open_bus(self.servers, self.settings, WATCHING, disconnected_cb=self._disconnected,
                                     reconnected_cb=self._reconnected, error_cb=self._error)
                 break
             except BusError as exc:
@@ -135,13 +135,23 @@ class NatsSource:
         self.status.set("connected", detail)
 
     def _missing(self) -> None:
-        """Workers heard before the connection was lost and not since it came back."""
+        """Workers heard before the connection was lost and not since it came back. One
+        NATS still holds a connection for (on a wedged server, say, that it has yet to
+        leave) is not missing yet: it is asked about again until it is heard or is not."""
         ingest, back = self._ingest, self._back_at
         if ingest is None or back is None or self._lost:
             return
+        waiting = False
         for key, heard in self._heard.items():
-            if heard < back:
+            if heard >= back:
+                continue
+            if key in self.evidence.vouched:
+                waiting = True
+            else:
                 ingest.missing(self.status.label, key, ingest.now(), "not heard since the NATS link came back")
+                self._heard[key] = back  # said once
+        if waiting:
+            asyncio.get_running_loop().call_later(REHELLO_S, self._missing)
 
     async def _disconnected(self) -> None:
         if self._ingest is not None and not self._lost:

@@ -55,6 +55,13 @@ def _inject(cluster: Cluster, worker: str, probe: str, *extra: str, env: dict[st
                           capture_output=True, text=True, timeout=30, env={**os.environ, **(env or {})})
 
 
+def _vouched(monitor: Monitor, names: list[str]) -> bool:
+    """Every worker listed by some server's /connz, as the monitor last read them."""
+    rows = {r.name: r.key for r in monitor.view(ViewRequest(height=1000)).rows}
+    return all(name in rows and (detail := monitor.view(ViewRequest(height=0, detail=rows[name])).detail)
+               is not None and (detail.vouched or "").startswith("NATS connection open") for name in names)
+
+
 def _healthy(monitor: Monitor, names: list[str]) -> bool:
     rows = _rows(monitor)
     return all(n in rows and rows[n].state == "healthy" and rows[n].p99_s is not None for n in names)
@@ -69,7 +76,8 @@ def test_a_fleet_on_a_cluster_is_starved_busy_and_dead_as_on_a_hub(cluster, laun
     names = _workers(launch, cluster)
     none, thread, process = names
     with Monitor(load_settings(), [cluster.source()]) as monitor:
-        wait_until(lambda: _healthy(monitor, names), 30, f"{names} healthy on the monitor")
+        wait_until(lambda: _healthy(monitor, names) and _vouched(monitor, names), 30,
+                   f"{names} healthy on the monitor, and on /connz")
         for worker in (none, process):
             sent = _inject(cluster, worker, "gil-hold", "--insecure")
             assert sent.returncode == 0 and f"into {worker}" in sent.stdout, sent.stderr
@@ -98,7 +106,8 @@ def test_killing_a_node_kills_no_worker_and_every_worker_is_back_within_2_s(clus
     # The monitor itself is on the nodes that stay; it reads every node's /connz.
     source = ",".join(n.url for n in survivors) + "?" + "&".join(f"monitor={m}" for m in cluster.monitors)
     with Monitor(load_settings(), [source]) as monitor:
-        wait_until(lambda: _healthy(monitor, names), 30, f"{names} healthy on the monitor")
+        wait_until(lambda: _healthy(monitor, names) and _vouched(monitor, names), 30,
+                   f"{names} healthy on the monitor, and on /connz")
         on_first = [c["name"] for c in cluster.nodes[0].connz()]
         assert any("machine-0" in name for name in on_first), on_first
         cluster.nodes[0].service.kill()
@@ -252,6 +261,7 @@ def test_two_bridges_and_a_monitor_agree_and_an_old_style_monitor_watches_a_brid
 
     with Monitor(load_settings(), [hubs[0].url]) as watching:  # through /watch, as any hub's monitor
         wait_until(lambda: _healthy(watching, names), 30, "the fleet through the bridge's /watch")
+        time.sleep(1.5)  # three readings of /connz by each bridge, which says nothing of them over HTTP
         _inject(cluster, names[0], "gil-hold", "--insecure", duration="3")
         wait_until(lambda: _rows(watching)[names[0]].state == "starved", 10, "starved through the bridge")
         def both_starved() -> list[dict] | None:
@@ -282,3 +292,64 @@ async def test_the_tuis_ingest_process_carries_the_nats_credentials(secured, lau
         async with app.run_test(size=(130, 34)):
             await until(lambda: [r.name for r in app.view.rows] == ["default/m/w"], 20, "the worker, over NATS")
             assert app.view.sources[0].link == "connected"
+
+
+def test_the_monitors_own_node_dying_makes_its_workers_unknown_for_a_moment_never_dead(cluster, launch):
+    """The source's connection is lost with its node: what its workers do is not known
+    until the client is on another node, which it learns from the cluster itself; then
+    every worker says hello again when asked, and none was judged meanwhile."""
+    names = _workers(launch, cluster, pin=False)
+    first = cluster.nodes[0]
+    source = f"{first.url}?" + "&".join(f"monitor={m}" for m in cluster.monitors)
+    with Monitor(load_settings(), [source]) as monitor:
+        wait_until(lambda: _healthy(monitor, names), 30, f"{names} healthy on the monitor")
+        first.service.kill()
+        wait_until(lambda: any(to == "unknown" for name in names for _, to in _moves(monitor, name)), 10,
+                   "the monitor to notice its node is gone")
+        wait_until(lambda: _healthy(monitor, names) and monitor.view().sources[0].link == "connected", 10,
+                   "the monitor on another node, and every worker healthy again")
+        moves = {name: _moves(monitor, name) for name in names}
+    assert all(to not in ("dead", "late", "starved") for m in moves.values() for _, to in m), moves
+
+
+def test_a_bridge_whose_node_dies_judges_no_worker_meanwhile(cluster, launch):
+    names = _workers(launch, cluster, pin=False)
+    connz = [arg for m in cluster.monitors for arg in ("--nats-monitor", m)]
+    hub = launch("hub", "--nats", cluster.nodes[0].url, "--port", "0", *connz)
+    with httpx.Client(base_url=hub.http, timeout=10) as client:
+        def states() -> dict[str, str]:
+            return {w["worker"]: w["state"] for w in client.get("/api/workers").json()}
+
+        wait_until(lambda: all(states().get(n) == "healthy" for n in names), 30, "the fleet healthy on the bridge")
+        cluster.nodes[0].service.kill()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            seen |= set(states().values())
+            time.sleep(0.05)
+        wait_until(lambda: all(states().get(n) == "healthy" for n in names), 10, "the fleet healthy again")
+    assert not seen & {"dead", "starved"}, seen
+
+
+def test_a_wedged_node_leaves_no_worker_dead_and_the_monitor_moves_to_another(cluster, launch):
+    """A stopped nats-server keeps its sockets open: nothing but pings tells. The monitor
+    on it notices within about a second and a half (at 100 ms beats its workers look
+    starved until then: silent, their connections listed) and moves on, its workers
+    unknown while it does; the worker on it leaves it when its pings go unanswered, and until then
+    it was connected as far as anyone could tell: never dead."""
+    names = _workers(launch, cluster)  # the i-th on node i: one of them on the node that stops
+    first = cluster.nodes[0]
+    source = f"{first.url}?" + "&".join(f"monitor={m}" for m in cluster.monitors)
+    with Monitor(load_settings(), [source]) as monitor:
+        wait_until(lambda: _healthy(monitor, names) and _vouched(monitor, names), 30,
+                   f"{names} healthy on the monitor, and on /connz")
+        first.service.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: _healthy(monitor, names[1:]) and monitor.view().sources[0].link == "connected"
+                       and any(to == "unknown" for _, to in _moves(monitor, names[1])), 20,
+                       "the monitor on another node, with the workers of the others healthy")
+            wait_until(lambda: _healthy(monitor, names), 40, f"{names[0]} back through another node")
+        finally:
+            first.service.proc.send_signal(signal.SIGCONT)
+        moves = {name: _moves(monitor, name) for name in names}
+    assert all(to != "dead" for m in moves.values() for _, to in m), moves
