@@ -250,7 +250,7 @@ class Beater:
                     url, additional_headers=headers, compression=None, ping_interval=None, open_timeout=5,
                     close_timeout=2,
                 ) as ws:
-                    await ws.send(encode(self._hello()))
+                    await ws.send(encode(self.hello()))
                     log.info("%s connected to %s", self.config.name, url)
                     attempt = 0
                     await self._session(ws)
@@ -260,7 +260,7 @@ class Beater:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _hello(self) -> Hello:
+    def hello(self) -> Hello:
         return Hello(
             v=PROTOCOL_VERSION,
             worker=self.config.name,
@@ -277,7 +277,7 @@ class Beater:
         async def send(message: Message) -> None:
             await ws.send(encode(message))
 
-        sender = asyncio.create_task(self._send(send))
+        sender = asyncio.create_task(self.send_forever(send))
         self.online = True
         try:
             async for frame in ws:
@@ -311,7 +311,7 @@ class Beater:
         return Beat(seq=self.seq, sent_at=time.time(), loop_lag_ms=round(lag_ms, 3),
                     main_blocked_ms=None if blocked_ms is None else round(blocked_ms, 3))
 
-    async def _send(self, send: Callable[[Message], Awaitable[None]]) -> None:
+    async def send_forever(self, send: Callable[[Message], Awaitable[None]]) -> None:
         """Sends beats on their slots, and whatever is queued, through ``send`` (the
         hub's WebSocket, or a NATS publish) until cancelled."""
         interval = self.config.interval_ms / 1000

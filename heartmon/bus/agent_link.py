@@ -72,7 +72,7 @@ class _Link:
         await nc.subscribe(f"{self.prefix}.{DISCOVER}", cb=self._hello)
         await self._hello()
         self.beater.online = True
-        await self.beater._send(self._publish)
+        await self.beater.send_forever(self._publish)
 
     async def _publish(self, message: Message) -> None:
         """Publishes, or drops the message when the client cannot take it: while no server
@@ -87,7 +87,7 @@ class _Link:
             log.debug("%s: dropped a %s: %s", self.beater.config.name, kind, exc)
 
     async def _hello(self, _request: Msg | None = None) -> None:
-        await self._publish(self.beater._hello())
+        await self._publish(self.beater.hello())
 
     async def _inject(self, msg: Msg) -> None:
         await msg.respond(json.dumps(take_inject(self.beater, self.identity, msg.data)).encode())

@@ -57,8 +57,8 @@ async def test_the_agent_says_who_it_is_in_every_hello_and_old_hellos_still_vali
     other = Agent(CONFIG)
     assert agent.instance != other.instance
     beater = agent._beater([0.0, 0.0], lambda inject: None)
-    hello = p.decode_from_worker(p.encode(beater._hello()))
-    assert hello.instance == agent.instance == agent._beater([0.0, 0.0], lambda inject: None)._hello().instance
+    hello = p.decode_from_worker(p.encode(beater.hello()))
+    assert hello.instance == agent.instance == agent._beater([0.0, 0.0], lambda inject: None).hello().instance
     without = p.Hello(v=1, worker="w1", isolation="none", pid=1, host="h", interval_ms=100, agent="old")
     assert p.decode_from_worker(p.encode(without)).instance is None
 
