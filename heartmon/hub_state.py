@@ -31,15 +31,11 @@ from heartmon.protocol import (
     ProbeStarted,
     ProtocolError,
     Snapshot,
-    StackReport,
-    WorkerBeat,
     WorkerInfo,
     WorkerJoined,
     WorkerLeft,
-    WorkerProbeFinished,
-    WorkerProbeStarted,
-    WorkerStack,
     check_version,
+    relayed,
 )
 
 
@@ -150,28 +146,21 @@ class HubState:
 
     def message(self, record: WorkerRecord, message: FromWorker, now: float) -> Message:
         """A frame after the hello; returns what to publish to monitors."""
+        if isinstance(message, Hello):
+            raise ProtocolError("unexpected", f"{message.type!r} is only valid as the first frame")
         name = record.name
-        recv_at = self.wall(now)
         if isinstance(message, Beat):
             last = record.tracker.last_beat_at
             self.fleet.beat(now, ("", name), seq=message.seq, main_blocked_ms=message.main_blocked_ms,
                             loop_lag_ms=message.loop_lag_ms)
             self.metrics.beat(name, None if last is None else now - last)
-            return WorkerBeat(worker=name, seq=message.seq, sent_at=message.sent_at, recv_at=recv_at,
-                              loop_lag_ms=message.loop_lag_ms, main_blocked_ms=message.main_blocked_ms)
-        if isinstance(message, ProbeStarted):
+        elif isinstance(message, ProbeStarted):
             record.tracker.probe, record.running = message.probe, message.id
-            return WorkerProbeStarted(worker=name, id=message.id, probe=message.probe,
-                                      duration_s=message.duration_s, recv_at=recv_at)
-        if isinstance(message, ProbeFinished):
+        elif isinstance(message, ProbeFinished):
             if message.id == record.running:
                 record.tracker.probe, record.running = None, None
             record.pending.discard(message.id)
-            return WorkerProbeFinished(worker=name, id=message.id, elapsed_s=message.elapsed_s,
-                                       error=message.error, recv_at=recv_at)
-        if isinstance(message, StackReport):
-            return WorkerStack(worker=name, recv_at=recv_at, **message.model_dump(exclude={"type"}))
-        raise ProtocolError("unexpected", f"{message.type!r} is only valid as the first frame")
+        return relayed(name, message, self.wall(now))
 
     def left(self, record: WorkerRecord, reason: str, now: float) -> list[Message]:
         """A connection ended. Only the current one counts: a replaced connection that

@@ -295,6 +295,22 @@ def decode_to_monitor(frame: str | bytes) -> ToMonitor:
     return _decode(_MONITOR, frame, MAX_MONITOR_FRAME_BYTES)
 
 
+def relayed(worker: str, report: Beat | ProbeStarted | ProbeFinished | StackReport, recv_at: float) -> ToMonitor:
+    """A worker's report as a hub passes it on to monitors: the same fields, with whose it
+    is and when the hub had it. A beat's fields were validated as the Beat: its relay is
+    built without validating them again (nearly every frame a hub relays is a beat)."""
+    if isinstance(report, Beat):
+        return WorkerBeat.model_construct(worker=worker, seq=report.seq, sent_at=report.sent_at, recv_at=recv_at,
+                                          loop_lag_ms=report.loop_lag_ms, main_blocked_ms=report.main_blocked_ms)
+    if isinstance(report, ProbeStarted):
+        return WorkerProbeStarted(worker=worker, id=report.id, probe=report.probe, duration_s=report.duration_s,
+                                  recv_at=recv_at)
+    if isinstance(report, ProbeFinished):
+        return WorkerProbeFinished(worker=worker, id=report.id, elapsed_s=report.elapsed_s, error=report.error,
+                                   recv_at=recv_at)
+    return WorkerStack(worker=worker, recv_at=recv_at, **report.model_dump(exclude={"type"}))
+
+
 def check_version(hello: Hello) -> None:
     if hello.v != PROTOCOL_VERSION:
         raise ProtocolError("unsupported_version",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from heartmon.backoff import backoff_delay
@@ -27,20 +27,7 @@ from heartmon.bus.connect import WATCHING, BusError, open_bus, parse_servers
 from heartmon.bus.evidence import Evidence, follow
 from heartmon.bus.hearing import Hearing
 from heartmon.bus.subjects import DISCOVER, Identity, reports
-from heartmon.protocol import (
-    Beat,
-    FromWorker,
-    Hello,
-    ProbeFinished,
-    ProbeStarted,
-    ProtocolError,
-    StackReport,
-    WorkerBeat,
-    WorkerInfo,
-    WorkerProbeFinished,
-    WorkerProbeStarted,
-    WorkerStack,
-)
+from heartmon.protocol import FromWorker, Hello, ProtocolError, WorkerInfo, relayed
 from heartmon.sources import Client, Ingest, SourceStatus
 
 if TYPE_CHECKING:
@@ -200,22 +187,7 @@ class NatsSource:
             if self.hearing.should_ask(identity, now) and self._nc is not None:
                 asyncio.ensure_future(self._ask(identity))
             return
-        wall = time.time()
-        report: Any
-        if isinstance(message, Beat):
-            report = WorkerBeat.model_construct(worker=key, seq=message.seq, sent_at=message.sent_at, recv_at=wall,
-                                                loop_lag_ms=message.loop_lag_ms,
-                                                main_blocked_ms=message.main_blocked_ms)
-        elif isinstance(message, ProbeStarted):
-            report = WorkerProbeStarted(worker=key, id=message.id, probe=message.probe,
-                                        duration_s=message.duration_s, recv_at=wall)
-        elif isinstance(message, ProbeFinished):
-            report = WorkerProbeFinished(worker=key, id=message.id, elapsed_s=message.elapsed_s, error=message.error,
-                                         recv_at=wall)
-        else:
-            assert isinstance(message, StackReport)
-            report = WorkerStack(worker=key, recv_at=wall, **message.model_dump(exclude={"type"}))
-        ingest.hub_message(label, report, now)
+        ingest.hub_message(label, relayed(key, message, time.time()), now)
 
     async def _ask(self, identity: Identity) -> None:
         if self._nc is not None and self._nc.is_connected:
