@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import ClassVar
 
-from heartmon.detector import Thresholds, Tracker
+from heartmon.detector import Key, Thresholds, Tracker
 from heartmon.fleet_state import FleetState
 from heartmon.hub_metrics import HubMetrics
 from heartmon.protocol import (
@@ -37,6 +37,10 @@ from heartmon.protocol import (
     check_version,
     relayed,
 )
+
+BUS = "nats"
+"""The source of the hub's bus workers in its fleet state (``(BUS, name)``; its own
+connections' workers are ``("", name)``), so that losing the bus touches only them."""
 
 
 class RouteError(Exception):
@@ -128,14 +132,21 @@ class HubState:
             raise ProtocolError("hello_required", f"the first frame must be 'hello', not {hello.type!r}")
         check_version(hello)
         old = self.records.get(hello.worker)
+        key = ("" if connected else BUS, hello.worker)
+        if (old is not None and connected is None and old.tracker.key == key
+                and (old.hello.instance, old.hello.pid) == (hello.instance, hello.pid)):
+            # The same agent saying hello again on the bus, asked to: its history goes on, and
+            # it is back from unknown if the bus had been lost.
+            self._track(key, hello, now, connected)
+            return Joined(old, [], None)
         # Over a bus the cluster's own auth decides who may publish on a worker's subjects.
         if old is not None and self.identity_required and connected is not None and (hello.instance is None
                                                            or hello.instance != old.hello.instance):
             raise ProtocolError("name_taken", f"worker {hello.worker!r} is connected as another agent instance")
-        key = ("", hello.worker)
+        if old is not None:
+            self.fleet.forget(old.tracker.key)
         self.fleet.forget(key)  # a new session starts a new history
-        self.fleet.join(now, key, hello.interval_ms / 1000, connected=connected, isolation=hello.isolation,
-                        pid=hello.pid, host=hello.host)
+        self._track(key, hello, now, connected)
         record = WorkerRecord(hello, conn, self.wall(now), self.fleet.trackers[key])
         self.records[hello.worker] = record
         publish: list[Message] = []
@@ -144,6 +155,10 @@ class HubState:
         publish.append(WorkerJoined(info=self.info(record)))
         return Joined(record, publish, old.conn if old is not None else None)
 
+    def _track(self, key: Key, hello: Hello, now: float, connected: bool | None) -> None:
+        self.fleet.join(now, key, hello.interval_ms / 1000, connected=connected, isolation=hello.isolation,
+                        pid=hello.pid, host=hello.host)
+
     def message(self, record: WorkerRecord, message: FromWorker, now: float) -> Message:
         """A frame after the hello; returns what to publish to monitors."""
         if isinstance(message, Hello):
@@ -151,7 +166,7 @@ class HubState:
         name = record.name
         if isinstance(message, Beat):
             last = record.tracker.last_beat_at
-            self.fleet.beat(now, ("", name), seq=message.seq, main_blocked_ms=message.main_blocked_ms,
+            self.fleet.beat(now, record.tracker.key, seq=message.seq, main_blocked_ms=message.main_blocked_ms,
                             loop_lag_ms=message.loop_lag_ms)
             self.metrics.beat(name, None if last is None else now - last)
         elif isinstance(message, ProbeStarted):
@@ -168,17 +183,25 @@ class HubState:
         if self.records.get(record.name) is not record:
             return []
         del self.records[record.name]
-        self.fleet.forget(("", record.name))
+        self.fleet.forget(record.tracker.key)
         return [WorkerLeft(worker=record.name, reason=reason, at=self.wall(now))]
 
     def vouch(self, name: str, because: str | None, now: float) -> None:
-        """Evidence of a bus worker's life besides its beats (its NATS connection)."""
-        self.fleet.vouch(now, ("", name), because)
+        """Evidence of a bus worker's life besides its beats (its NATS connection); none
+        for a worker the hub does not know (yet)."""
+        record = self.records.get(name)
+        if record is not None:
+            self.fleet.vouch(now, record.tracker.key, because)
+
+    def bus_lost(self, now: float) -> None:
+        """The hub's link to the bus is down: what its bus workers do is not known until
+        they say hello again. Workers connected to the hub itself are not touched."""
+        self.fleet.source_lost(now, BUS)
 
     def bury(self, now: float) -> list[Message]:
         """Bus workers the detector judged dead leave, as a closed connection would have
         made them: a monitor of the hub then shows them dead, and a hello brings them back."""
-        dead = [r for r in self.records.values() if r.tracker.connected is None and r.tracker.state == "dead"]
+        dead = [r for r in self.records.values() if r.tracker.source == BUS and r.tracker.state == "dead"]
         return [m for r in dead for m in self.left(r, "silent, and NATS holds no connection for it", now)]
 
     # --- reading --------------------------------------------------------------------

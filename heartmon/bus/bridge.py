@@ -93,15 +93,14 @@ class Bridge:
     async def _lost(self) -> None:
         """Without the bus, the bridge's workers' silence is its own: they are unknown, not
         judged, until they say hello again (asked to on reconnecting)."""
-        self.hub.state.fleet.source_lost(self.hub.clock(), "")
+        self.hub.state.bus_lost(self.hub.clock())
 
     async def _discover(self) -> None:
         assert self.nc is not None
         await self.nc.publish(f"{self.settings.prefix}.{DISCOVER}", b"")
 
     def _vouch(self, key: str, because: str | None) -> None:
-        if key in self.hub.state.records:
-            self.hub.state.vouch(key, because, self.hub.clock())
+        self.hub.state.vouch(key, because, self.hub.clock())
 
     async def _take(self, msg: Msg) -> None:
         hub, state = self.hub, self.hub.state
@@ -111,11 +110,6 @@ class Bridge:
             key = identity.key
             record = state.records.get(key)
             if isinstance(message, Hello):
-                if record is not None and (record.hello.instance, record.hello.pid) == (message.instance, message.pid):
-                    # The same agent saying hello again, asked to: back from unknown if the bridge had lost the bus.
-                    state.fleet.join(now, ("", key), message.interval_ms / 1000, connected=None,
-                                     isolation=message.isolation, pid=message.pid, host=message.host)
-                    return
                 joined = state.join(message.model_copy(update={"worker": key}), BusRoute(self, key), now,
                                     connected=None)
                 self.hub.publish(*joined.publish)

@@ -399,6 +399,19 @@ def test_a_websocket_worker_is_never_buried_however_long_its_silence():
     assert state.bury(3600.0) == [] and "api" in state.records
 
 
+def test_a_hub_that_loses_the_bus_makes_only_its_bus_workers_unknown_and_their_hello_brings_them_back():
+    """A bridge still takes WebSocket workers on /connect: its lost bus says nothing of them."""
+    state = hub()
+    state.join(hello("api"), "ws", 0.0)
+    state.join(bus_hello(), "route", 0.0, connected=None)
+    state.bus_lost(0.05)
+    assert state.records[BUS_KEY].tracker.state == "unknown"
+    assert state.records["api"].tracker.state == "healthy"
+    again = state.join(bus_hello(), "route", 0.1, connected=None)  # the same agent, asked to say hello
+    assert again.publish == [] and again.record is state.records[BUS_KEY]
+    assert state.records[BUS_KEY].tracker.state == "healthy"
+
+
 def test_with_a_token_a_bus_worker_may_say_hello_as_another_instance_but_a_websocket_worker_may_not():
     state = hub(identity_required=True)
     state.join(bus_hello("i1"), "route-1", 0.0, connected=None)
