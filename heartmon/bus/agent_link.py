@@ -11,13 +11,11 @@ another server of the cluster, buffering what is published meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from heartmon.backoff import backoff_delay
-from heartmon.bus.connect import BEATING, BusError, open_bus
+from heartmon.bus.connect import BEATING, BusError, keep_opening
 from heartmon.bus.subjects import DISCOVER, Identity
 from heartmon.hub_state import RouteError, check_duration, check_probe
 from heartmon.protocol import Inject, Message, ProtocolError, decode_to_worker, encode
@@ -47,23 +45,20 @@ class _Link:
 
     async def run(self, settings: NatsSettings) -> None:
         config = self.beater.config
-        attempt = 0
-        while True:
-            try:
-                self.nc = await open_bus(list(config.nats), settings, BEATING, name=self.identity.stem(self.prefix),
-                                         disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
-                                         error_cb=self._error)
-            except BusError as exc:
-                log.info("%s: %s", config.name, exc)
-                await asyncio.sleep(backoff_delay(attempt, config.backoff_initial_s, config.backoff_max_s))
-                attempt += 1
-                continue
-            log.info("%s connected to NATS as %s", config.name, self.identity.key)
-            try:
-                await self._session(self.nc)
-            finally:
-                self.beater.online = False
-                await self.nc.close()
+
+        def failed(exc: BusError) -> None:
+            log.info("%s: %s", config.name, exc)
+
+        self.nc = await keep_opening(list(config.nats), settings, BEATING, (config.backoff_initial_s,
+                                     config.backoff_max_s), failed, name=self.identity.stem(self.prefix),
+                                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected,
+                                     error_cb=self._error)
+        log.info("%s connected to NATS as %s", config.name, self.identity.key)
+        try:
+            await self._session(self.nc)  # for good: the client reconnects by itself
+        finally:
+            self.beater.online = False
+            await self.nc.close()
 
     async def _session(self, nc: Client) -> None:
         command = self.identity.command

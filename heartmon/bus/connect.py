@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from heartmon.backoff import backoff_delay
 
 if TYPE_CHECKING:
     import nats.aio.client
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("heartmon.bus")
 
 SCHEMES = ("nats", "tls")
+
+
 @dataclass(frozen=True)
 class Pings:
     """How often the client pings its server, and how many may go unanswered before
@@ -113,6 +118,23 @@ async def open_bus(servers: list[str], settings: NatsSettings, pings: Pings, nam
         raise BusError(f"cannot connect to NATS at {', '.join(servers)}: {why}") from None
 
 
+async def keep_opening(servers: list[str], settings: NatsSettings, pings: Pings, backoff: tuple[float, float],
+                       failed: Callable[[BusError], None], trying: Callable[[], None] = lambda: None,
+                       **options: Any) -> nats.aio.client.Client:
+    """open_bus until a server takes the connection, with a capped, jittered backoff
+    (initial, max) between tries: ``trying`` before each, ``failed`` with why after each
+    that fails."""
+    attempt = 0
+    while True:
+        trying()
+        try:
+            return await open_bus(servers, settings, pings, **options)
+        except BusError as exc:
+            failed(exc)
+        await asyncio.sleep(backoff_delay(attempt, *backoff))
+        attempt += 1
+
+
 async def _log_error(exc: Exception) -> None:
     """nats-py's own default prints a traceback for every failed attempt."""
     log.info("NATS: %s", _reason(exc))
@@ -150,4 +172,3 @@ async def check_commands_allowed(servers: list[str], settings: NatsSettings) -> 
     await probe.close()
     raise BusError(f"NATS at {', '.join(servers)} lets anyone connect without credentials: heartmon sends "
                    "no commands there. Configure auth on the cluster, or pass --insecure")
-

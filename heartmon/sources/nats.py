@@ -22,8 +22,8 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from heartmon.backoff import backoff_delay
-from heartmon.bus.connect import WATCHING, BusError, open_bus, parse_servers
+from heartmon.backoff import RECONNECT_MAX_S
+from heartmon.bus.connect import WATCHING, BusError, keep_opening, parse_servers
 from heartmon.bus.evidence import Evidence, follow
 from heartmon.bus.hearing import Hearing
 from heartmon.bus.subjects import DISCOVER, Identity, reports
@@ -85,18 +85,10 @@ class NatsSource:
 
     async def run(self, ingest: Ingest) -> None:
         self._ingest = ingest
-        attempt = 0
-        while True:
-            self.status.set("connecting")
-            try:
-                nc = await open_bus(self.servers, self.settings, WATCHING, disconnected_cb=self._disconnected,
-                                    reconnected_cb=self._reconnected, error_cb=self._error)
-                break
-            except BusError as exc:
-                self.status.set("retrying", str(exc))
-                await asyncio.sleep(backoff_delay(attempt, 0.1, 5.0))
-                attempt += 1
-        self._nc = nc
+        self._nc = nc = await keep_opening(
+            self.servers, self.settings, WATCHING, (0.1, RECONNECT_MAX_S),
+            lambda exc: self.status.set("retrying", str(exc)), lambda: self.status.set("connecting"),
+            disconnected_cb=self._disconnected, reconnected_cb=self._reconnected, error_cb=self._error)
         try:
             await nc.subscribe(self.subject, cb=self._take)
             await self._connected()
