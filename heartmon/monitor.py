@@ -360,10 +360,12 @@ class Monitor:
             self._join(source, info, now, connected)
             self._arm()
 
-    def _join(self, source: str, info: WorkerInfo, now: float, connected: bool | None) -> None:
+    def _join(self, source: str, info: WorkerInfo, now: float, connected: bool | None, heard_at: float | None = None,
+              seq: int | None = None) -> None:
+        """``heard_at`` and ``seq``: its last beat, when a hub's snapshot says so."""
         self._owner[info.worker] = source
         self._fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=connected,
-                         isolation=info.isolation, pid=info.pid, host=info.host)
+                         isolation=info.isolation, pid=info.pid, host=info.host, heard_at=heard_at, seq=seq)
 
     def judging(self, source: str, name: str) -> bool:
         return self._fleet.state_of((source, name)) not in (None, "dead", "unknown")
@@ -375,11 +377,9 @@ class Monitor:
         present = set()
         for info in snapshot.workers:
             present.add(info.worker)
-            self._owner[info.worker] = source
             heard = info.last_beat_at if info.last_beat_at is not None else info.connected_at
-            self._fleet.join(now, (source, info.worker), info.interval_ms / 1000, connected=True,
-                             isolation=info.isolation, pid=info.pid, host=info.host,
-                             heard_at=now - max(0.0, snapshot.sent_at - heard), seq=info.seq)
+            self._join(source, info, now, connected=True, heard_at=now - max(0.0, snapshot.sent_at - heard),
+                       seq=info.seq)
             if info.probe:
                 self._fleet.probe_running((source, info.worker), info.probe)
         for name, owner in self._owner.items():
