@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import ClassVar
 
-from heartmon.detector import Key, Thresholds, Tracker
+from heartmon.detector import Key, Thresholds, Tracker, Transition
 from heartmon.fleet_state import FleetState
 from heartmon.hub_metrics import HubMetrics
 from heartmon.protocol import (
@@ -118,6 +118,9 @@ class HubState:
         self.wall_offset = wall_offset
         self.metrics = metrics or HubMetrics()
         self.records: dict[str, WorkerRecord] = {}
+        self._dead_on_bus: list[str] = []
+        """Bus workers judged dead since the last :meth:`bury`, from the judgements
+        themselves: the pool is not scanned at every deadline."""
 
     def wall(self, now: float) -> float:
         return now + self.wall_offset
@@ -191,7 +194,7 @@ class HubState:
         for a worker the hub does not know (yet)."""
         record = self.records.get(name)
         if record is not None:
-            self.fleet.vouch(now, record.tracker.key, because)
+            self._note_dead(self.fleet.vouch(now, record.tracker.key, because))
 
     def bus_lost(self, now: float) -> None:
         """The hub's link to the bus is down: what its bus workers do is not known until
@@ -201,7 +204,9 @@ class HubState:
     def bury(self, now: float) -> list[Message]:
         """Bus workers the detector judged dead leave, as a closed connection would have
         made them: a monitor of the hub then shows them dead, and a hello brings them back."""
-        dead = [r for r in self.records.values() if r.tracker.source == BUS and r.tracker.state == "dead"]
+        names, self._dead_on_bus = self._dead_on_bus, []
+        records = [self.records.get(name) for name in dict.fromkeys(names)]  # once each, in order
+        dead = [r for r in records if r is not None and r.tracker.source == BUS and r.tracker.state == "dead"]
         return [m for r in dead for m in self.left(r, "silent, and NATS holds no connection for it", now)]
 
     # --- reading --------------------------------------------------------------------
@@ -221,8 +226,11 @@ class HubState:
     def judge(self, now: float) -> float | None:
         """Judges the deadlines that fell due; returns the next one. The server calls it
         when a deadline comes, so that reading the pool changes nothing."""
-        self.fleet.evaluate_due(now)
+        self._note_dead(self.fleet.evaluate_due(now))
         return self.fleet.next_due()
+
+    def _note_dead(self, changes: list[Transition]) -> None:
+        self._dead_on_bus.extend(c.worker for c in changes if c.to_state == "dead" and c.source == BUS)
 
     def available(self) -> list[WorkerRecord]:
         """Connected workers the detector calls healthy or busy, as last judged."""
