@@ -297,11 +297,10 @@ def decode_to_monitor(frame: str | bytes) -> ToMonitor:
 
 def relayed(worker: str, report: Beat | ProbeStarted | ProbeFinished | StackReport, recv_at: float) -> ToMonitor:
     """A worker's report as a hub passes it on to monitors: the same fields, with whose it
-    is and when the hub had it. A beat's fields were validated as the Beat: its relay is
-    built without validating them again (nearly every frame a hub relays is a beat)."""
+    is and when the hub had it."""
     if isinstance(report, Beat):
-        return WorkerBeat.model_construct(worker=worker, seq=report.seq, sent_at=report.sent_at, recv_at=recv_at,
-                                          loop_lag_ms=report.loop_lag_ms, main_blocked_ms=report.main_blocked_ms)
+        return WorkerBeat(worker=worker, seq=report.seq, sent_at=report.sent_at, recv_at=recv_at,
+                          loop_lag_ms=report.loop_lag_ms, main_blocked_ms=report.main_blocked_ms)
     if isinstance(report, ProbeStarted):
         return WorkerProbeStarted(worker=worker, id=report.id, probe=report.probe, duration_s=report.duration_s,
                                   recv_at=recv_at)
