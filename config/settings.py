@@ -110,6 +110,22 @@ class NatsSettings(BaseModel):
         return check_prefix(value)
 
 
+class RecordingSettings(BaseModel):
+    """Every monitor keeps what it saw in a SQLite file, so that an incident can be
+    replayed and reported on after the monitor quits."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    enabled: bool = Field(True, description="record every monitor's arrivals and judgements (--no-record: off)")
+    file: Path | None = Field(None, description="record to this file (--record FILE) instead of a new file per "
+                                                "run under $XDG_STATE_HOME/heartmon/recordings")
+    max_mb: float = Field(1024.0, gt=0, description="the default directory's recordings together stay under this; "
+                                                    "one recording that reaches it stops recording")
+    max_age_days: float = Field(7.0, gt=0, description="recordings in the default directory older than this are "
+                                                       "deleted when a monitor starts and every minute")
+    flush_ms: int = Field(500, gt=0, le=1000, description="how often arrivals are written (a kill -9 loses at most "
+                                                          "this much)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEARTMON_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -125,6 +141,7 @@ class Settings(BaseSettings):
     systems: SystemsSettings = SystemsSettings()
     detector: Thresholds = Thresholds()
     nats: NatsSettings = NatsSettings()
+    recording: RecordingSettings = RecordingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,7 @@ from heartmon.monitor import Monitor
 from heartmon.monitor_process import MonitorProcess
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS, Hello, WorkerName
+from heartmon.recording import files as recording_files
 from heartmon.report import as_json, clock_time, describe
 from heartmon.sources import SourceError
 from heartmon.systems.experiment import SYSTEMS_DURATION_S, SystemsMatrix
@@ -58,6 +59,8 @@ SETTING_FLAGS = {
     "fleet": "nats.fleet",
     "insecure": "nats.insecure",
     "nats_monitor": "nats.monitor",
+    "record": "recording.file",
+    "record_enabled": "recording.enabled",
 }
 """Command-line flags that set a key of the settings: flags win over env and file."""
 
@@ -114,9 +117,16 @@ def _parser() -> argparse.ArgumentParser:
         detection.add_argument(f"--{flag}", type=_positive_float, metavar="N",
                                help=f"{flag.replace('-', ' ')} N intervals (default: {default})")
 
-    run = sub.add_parser("run", parents=[configured, detection],
+    recorded = argparse.ArgumentParser(add_help=False)
+    recorded.add_argument("--record", type=Path, metavar="FILE",
+                          help="record to this new file (default: one per run under "
+                               "$XDG_STATE_HOME/heartmon/recordings, for 'heartmon replay' and 'heartmon report')")
+    recorded.add_argument("--no-record", dest="record_enabled", action="store_false", default=None,
+                          help="record nothing")
+
+    run = sub.add_parser("run", parents=[configured, detection, recorded],
                          help="the embedded mock fleet and the monitor on it (what bare 'heartmon' does)")
-    watch = sub.add_parser("watch", parents=[configured, detection],
+    watch = sub.add_parser("watch", parents=[configured, detection, recorded],
                            help="the monitor, on hubs, HTTP endpoints, Celery, RQ and Inngest Connect")
     hub = sub.add_parser("hub", parents=[configured, detection],
                          help="run a hub alone, for workers started elsewhere")
@@ -135,12 +145,12 @@ def _parser() -> argparse.ArgumentParser:
 
     source_help = ("ws://HOST:PORT (a hub), [NAME=]http(s)://… (a health endpoint), celery+redis://HOST:PORT/DB, "
                    "rq+redis://HOST:PORT/DB or inngest://HOST:PORT; default: 'sources' of the config")
-    events = sub.add_parser("events", parents=[configured, detection],
+    events = sub.add_parser("events", parents=[configured, detection, recorded],
                             help="print every state change and recovery as it happens")
     events.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.add_argument("--for", dest="for_s", type=_positive_float, metavar="SECONDS", help="stop after this long")
-    check = sub.add_parser("check", parents=[configured, detection],
+    check = sub.add_parser("check", parents=[configured, detection, recorded],
                            help="exit 0 if every worker is healthy or busy, 1 otherwise")
     check.add_argument("sources", nargs="*", metavar="SOURCE", help=source_help)
     check.add_argument("--within", type=_positive_float, default=3.0, metavar="SECONDS",
@@ -303,9 +313,25 @@ def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
     return sources
 
 
+def _recording(settings: Settings) -> Settings:
+    """Where this monitor records: the file the user named, which must be new (nothing
+    is recorded over), or a new one in the default directory, whose oldest recordings
+    are pruned first."""
+    r = settings.recording
+    if not r.enabled:
+        return settings
+    if r.file is not None:
+        if r.file.exists():
+            raise UsageError(f"--record {r.file}: the file exists; a recording goes to a new file")
+        return settings
+    folder = recording_files.directory()
+    recording_files.prune(folder, r.max_mb * 1e6, r.max_age_days * 86400)
+    return settings.model_copy(update={"recording": r.model_copy(update={"file": recording_files.new_file(folder)})})
+
+
 def _monitor(args: argparse.Namespace) -> Monitor:
     """``events`` and ``check`` run the engine on a thread: they draw no screen."""
-    settings = settings_from(args)
+    settings = _recording(settings_from(args))
     try:
         return Monitor(settings, _sources(args, settings))
     except SourceError as exc:
@@ -380,7 +406,7 @@ def _unhealthy(view: FleetView) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Bare `heartmon`: the mock fleet in a child process, the monitor on it."""
-    settings = settings_from(args)
+    settings = _recording(settings_from(args))
     mock_args = ["--host", settings.hub.host, "--port", str(settings.hub.port), "--workers", settings.mock.workers,
                  "--interval-ms", str(settings.mock.interval_ms)]
     if args.config:
@@ -400,7 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = _recording(settings_from(args))
     return _tui(settings, _sources(args, settings))
 
 
@@ -417,6 +443,9 @@ def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | N
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
     with feed:
         app.run()
+    recorded = settings.recording.file
+    if settings.recording.enabled and recorded is not None and recorded.exists():
+        print(f"heartmon: recorded to {recorded}: 'heartmon replay' and 'heartmon report' read it", file=sys.stderr)
     return 0
 
 

@@ -16,11 +16,14 @@ taking in beats never share an interpreter lock.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
 
 import httpx
 import psutil
@@ -39,6 +42,8 @@ from heartmon.protocol import (
     WorkerProbeStarted,
     WorkerStack,
 )
+from heartmon.recording import files as recordings
+from heartmon.recording.recorder import Recorder, RecordingError
 from heartmon.sources import Heard, Source, parse_source
 from heartmon.stacks import Stack
 from heartmon.view import FleetView, SourceView, Viewer, ViewRequest
@@ -90,6 +95,43 @@ class Monitor:
         self._spies: set[asyncio.Task] = set()
         self._spying: asyncio.Semaphore | None = None
         self._notes: set[str] = set()
+        self.recorder: Recorder | None = None
+        self.recording = "not recording"
+        """What the header says about the recording: where it goes, or why it stopped."""
+        if settings.recording.enabled and settings.recording.file is not None:
+            self._record(settings.recording.file)
+
+    def _record(self, path: Path) -> None:
+        """Records every input of the fleet state from now on. A recording that cannot
+        start or goes wrong is said once; the monitor watches on without it."""
+        r = self.settings.recording
+        default = path.parent == recordings.directory()
+        meta = {"started": datetime.fromtimestamp(self.wall(self.now())).astimezone().isoformat(),
+                "wall_offset": repr(self.wall_offset), "hostname": self.hostname,
+                "thresholds": self.settings.detector.model_dump_json(), "log_size": self._fleet.log.maxlen,
+                "sources": json.dumps([{"label": s.status.label, "kind": s.kind} for s in self.sources])}
+        try:
+            self.recorder = Recorder(path, meta, flush_s=r.flush_ms / 1000, max_bytes=r.max_mb * 1e6,
+                                     max_age_s=r.max_age_days * 86400, prune=path.parent if default else None,
+                                     on_stop=self._recording_stopped)
+        except RecordingError as exc:
+            self.recording = f"not recording: {exc}"
+            self._fleet.notice(self.now(), self.recording)
+            return
+        self.recorder.attach(self._fleet)
+        self.recording = self.recorder.status
+
+    def _recording_stopped(self, line: str) -> None:
+        """From the recorder's thread: said in the log, on the ingest loop."""
+        def say() -> None:
+            with self._lock:
+                self.recording = line
+                self._fleet.notice(self.now(), line)
+
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(say)
+        else:
+            say()
 
     # --- life -------------------------------------------------------------------
 
@@ -144,6 +186,8 @@ class Monitor:
                 self._alarm.cancel()
             for spy in self._spies:
                 spy.cancel()
+            if self.recorder is not None:
+                self.recorder.close(self.now())
 
     # --- the one read API ---------------------------------------------------------
 
@@ -155,7 +199,7 @@ class Monitor:
         crashed = f"{type(self.crashed).__name__}: {self.crashed}" if self.crashed else None
         with self._lock:
             return self._viewer.view(request, now, self.wall_offset, sources=sources, ingest_lag_ms=self.lag_ms,
-                                     crashed=crashed)
+                                     crashed=crashed, recording=self.recording)
 
     def subscribe(self, callback: Callable[[FleetView], None]) -> None:
         """For a screen: ``callback`` gets the view of every :meth:`request`."""

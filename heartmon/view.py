@@ -155,6 +155,8 @@ class FleetView:
     ingest_lag_ms: float = 0.0
     crashed: str | None = None
     """Why ingest stopped, if it did: shown in one line, nothing else is true then."""
+    recording: str = ""
+    """Where the monitor records to, or why it does not."""
     counts: dict[State, int] = field(default_factory=lambda: {state: 0 for state in STATES})
     available: int = 0
     total: int = 0

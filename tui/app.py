@@ -172,6 +172,10 @@ class HeartmonApp(App):
             line.append("no sources ", style="dim")
         if view.crashed:
             line.append(f"ingest stopped: {view.crashed}   ", style="bold red")
+        if view.recording.startswith("recording to"):
+            line.append("● REC   ", style="red")
+        elif view.recording.startswith(("recording stopped", "not recording:")):
+            line.append(f"{view.recording}   ", style="yellow")
         ui_lag = self.ui_lags_ms[-1] if self.ui_lags_ms else 0.0
         line.append(f"monitor lag: ingest {view.ingest_lag_ms:.0f} ms, ui {ui_lag:.0f} ms", style="dim")
         self.query_one("#sources", Static).update(line, layout=False)  # one line, whatever it says

@@ -65,9 +65,10 @@ class FakeClock:
 
 
 class Script:
-    def __init__(self, fleet=FLEET, systems: tuple[str, ...] = ()) -> None:
+    def __init__(self, fleet=FLEET, systems: tuple[str, ...] = (), settings: Settings | None = None) -> None:
+        """``settings``: where a recording goes, say; by default nothing is recorded."""
         self.clock = FakeClock()
-        self.monitor = Monitor(Settings(), [HUB, *systems], clock=self.clock, epoch_offset=EPOCH,
+        self.monitor = Monitor(settings or Settings(), [HUB, *systems], clock=self.clock, epoch_offset=EPOCH,
                                hostname="this-host")
         for source in self.monitor.sources:
             source.status.link = "connected"  # a scripted link: nothing really connects

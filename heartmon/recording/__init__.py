@@ -1,0 +1,1 @@
+"""Recordings of what monitors saw: written live, replayed, reported on."""
