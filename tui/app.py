@@ -58,6 +58,7 @@ class HeartmonApp(App):
         Binding("question_mark", "help", "help"),
         Binding("c", "culprits", "culprits"),  # last: on a narrow footer it gives way before help does
     ]
+    LOG_HINT = ": `heartmon events` has them all"
 
     def __init__(self, feed: Feed, hub_client: HubClient, *, tick_s: float = 0.25,
                  lag_clock: Callable[[], float] = time.perf_counter,
@@ -152,7 +153,7 @@ class HeartmonApp(App):
         fresh = view.entries[max(0, self._seen - first):]
         if len(fresh) > LOG_PER_VIEW:
             skipped = len(fresh) - LOG_PER_VIEW
-            log.write(Text(f"… {skipped} more entries at once, not shown: `heartmon events` has them all", "dim"))
+            log.write(Text(f"… {skipped} more entries at once, not shown{self.LOG_HINT}", "dim"))
             fresh = fresh[skipped:]
         for entry in fresh:
             when = clock_time(entry.at, view.wall)

@@ -329,9 +329,7 @@ class InjectScreen(OfHeartmon, ModalScreen[None]):
         answer.update(text)
 
 
-HELP = """\
-[b]heartmon[/b]: which workers are starved, which are dead, which are busy but isolated.
-
+HELP_STATES = """\
 [b]States[/b]
   ● healthy   beats arrive on time
   ◑ busy      beats on time, main loop blocked: isolated heavy work (only thread/process agents can say)
@@ -339,7 +337,12 @@ HELP = """\
   ▲ starved   silent past the starvation threshold while alive (connection open, or pid burning CPU)
   ✕ dead      connection closed, process gone, or silent past dead_after with no evidence of life
   ? unknown   its source (a hub) is unreachable: nothing is known, it is not counted in the pool
+"""
 
+HELP = f"""\
+[b]heartmon[/b]: which workers are starved, which are dead, which are busy but isolated.
+
+{HELP_STATES}
 [b]Keys[/b]
   enter  a worker's details: gaps over time, where it is stuck, episodes, distribution, probes
          (there, r reads its stack now with py-spy: a local worker, whatever it is doing)
@@ -356,7 +359,11 @@ HELP = """\
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss", "close"), Binding("question_mark", "dismiss", "close")]
 
+    def __init__(self, text: str = HELP) -> None:
+        super().__init__()
+        self.text = text
+
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
-            yield Static(HELP)
+            yield Static(self.text)
             yield Label("esc to close", classes="dim")
