@@ -13,8 +13,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from heartmon.fleet import state_dir
-
 SUFFIX = ".sqlite"
 _SIDECARS = ("-wal", "-shm")
 """SQLite's WAL files beside a recording: counted with it, deleted with it."""
@@ -22,6 +20,8 @@ _SIDECARS = ("-wal", "-shm")
 
 def directory() -> Path:
     """``$XDG_STATE_HOME/heartmon/recordings``, by default ``~/.local/state/heartmon/recordings``."""
+    from heartmon.fleet import state_dir  # here: the writer process prunes without importing the fleet's models
+
     return state_dir() / "recordings"
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from heartmon.detector import Key, Thresholds
-from heartmon.recording.journal import SCHEMA_VERSION, RecordingError, Row
+from heartmon.recording.journal import RecordingError, Row
+from heartmon.recording.schema import SCHEMA_VERSION
 
 CHUNK = 20_000
 """Journal rows read at a time: a long recording is never in memory whole."""

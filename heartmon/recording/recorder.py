@@ -1,12 +1,12 @@
-"""Records a live fleet state's inputs to SQLite, off the threads that make them.
+"""Records a live fleet state's inputs to SQLite, off the monitor's interpreter.
 
 The recorder stands between the monitor and its fleet state: each input is passed on
 unchanged, and a row for it is appended to a queue (a deque: appending is one atomic
-step, whatever thread drains it). A writer thread of its own takes the queue every
-``flush_ms`` and writes it in one transaction, in WAL mode. So the ingest loop pays an
-append per beat, the UI nothing, and a ``kill -9`` loses at most the rows of the last
-flush: every transaction before it is whole on disk (WAL with ``synchronous=NORMAL``
-is durable across a crash of the process, if not of the machine).
+step, whatever thread drains it). A thread of the recorder takes the queue every
+``flush_ms`` and sends it, marshalled, to the writer process
+(:mod:`heartmon.recording.writer`), which commits it in one transaction. So the ingest
+loop pays an append per beat, the UI nothing, and a ``kill -9`` of the monitor loses at
+most the rows of the last ``flush_ms``: the writer commits all it was sent.
 
 Anything that stops the writing (a full disk, the size limit, a file that cannot be
 written) stops the recording, never the monitor: the monitor is told in one line, and
@@ -15,7 +15,11 @@ goes on watching.
 
 from __future__ import annotations
 
+import marshal
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -25,25 +29,15 @@ from typing import Any
 
 from heartmon.detector import Key, Transition
 from heartmon.fleet_state import FleetState
-from heartmon.recording import files
-from heartmon.recording.journal import (
-    BEAT,
-    EVALUATE_DUE,
-    OPS,
-    SCHEMA,
-    SCHEMA_VERSION,
-    RecordingError,
-    input_row,
-    transition_row,
-)
+from heartmon.recording.journal import BEAT, EVALUATE_DUE, OPS, RecordingError, input_row, transition_row
+from heartmon.recording.writer import ENDED, FRAME, TRANSITION, WORKER, create
+from heartmon.stopping import stop_processes
 
 MAX_BACKLOG = 2_000_000
-"""Rows waiting for the writer past which the disk is too slow for this fleet: the
+"""Rows waiting to be sent past which the writer is too slow for this fleet: the
 recording stops rather than hold the monitor's memory hostage."""
-PRUNE_EVERY_S = 60.0
-_WORKER, _TRANSITION = 0, 1
-"""Tags of the queue's two rarer items; a journal row is a plain 8-tuple."""
-
+WRITER_GRACE_S = 10.0
+"""How long the writer gets, once told to end, to commit what it was sent."""
 
 
 def heartmon_version() -> str:
@@ -54,17 +48,14 @@ def heartmon_version() -> str:
 
 
 class Recorder:
-    def __init__(self, path: Path, meta: dict[str, Any], *, flush_s: float = 0.5, max_bytes: float | None = None,
+    def __init__(self, path: Path, meta: dict[str, Any], *, flush_s: float = 0.5, max_bytes: float = 1e9,
                  max_age_s: float | None = None, prune: Path | None = None,
                  on_stop: Callable[[str], None] | None = None) -> None:
-        """``prune``: the default directory, whose older recordings this one keeps within
+        """``prune``: the default directory, whose recordings this one keeps within
         ``max_bytes`` and ``max_age_s`` while it runs; ``on_stop`` hears, once, why the
         recording stopped before :meth:`close`."""
         self.path = path
         self.flush_s = flush_s
-        self.max_bytes = max_bytes
-        self.max_age_s = max_age_s
-        self.prune_dir = prune
         self.on_stop = on_stop
         self.recording = True
         self.status = f"recording to {path}"
@@ -72,30 +63,24 @@ class Recorder:
         self._ids: dict[Key, int] = {}
         self._last_t = 0.0
         self._closing = threading.Event()
-        self._db = self._open(meta)
-        self._thread = threading.Thread(target=self._write_forever, name="heartmon-recorder", daemon=True)
-        self._thread.start()
-
-    def _open(self, meta: dict[str, Any]) -> sqlite3.Connection:
+        self._stop_lock = threading.Lock()
         try:
-            if self.path.exists() and self.path.stat().st_size > 0:
-                raise RecordingError(f"{self.path} already exists: a recording goes to a new file")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            if self.max_bytes is not None:
-                page = db.execute("PRAGMA page_size").fetchone()[0]
-                db.execute(f"PRAGMA max_page_count={max(16, int(self.max_bytes // page))}")
-            db.executescript(SCHEMA)
-            rows = {"schema_version": SCHEMA_VERSION, "heartmon_version": heartmon_version(), **meta}
-            with db:
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
-            return db
-        except RecordingError:
-            raise
+            if path.exists():
+                raise RecordingError(f"{path} already exists: a recording goes to a new file")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            create(path, {"heartmon_version": heartmon_version(), **meta}, max_bytes)
         except (sqlite3.Error, OSError) as exc:
-            raise RecordingError(f"cannot write {self.path}: {_reason(exc)}") from None
+            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RecordingError(f"cannot write {path}: {reason}") from None
+        command = [sys.executable, "-m", "heartmon.recording.writer", str(path), repr(max_bytes)]
+        if prune is not None and max_age_s is not None:
+            command += [str(prune), repr(max_age_s)]
+        self._writer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._sender = threading.Thread(target=self._send_forever, name="heartmon-recorder", daemon=True)
+        self._sender.start()
+        self._listener = threading.Thread(target=self._listen, name="heartmon-recorder-status", daemon=True)
+        self._listener.start()
 
     # --- the monitor's side -------------------------------------------------------
 
@@ -150,29 +135,22 @@ class Recorder:
         worker = self._ids.get(key)
         if worker is None:
             worker = self._ids[key] = len(self._ids) + 1
-            self._queue.append((_WORKER, (worker, key[0], key[1])))
+            self._queue.append((WORKER, (worker, key[0], key[1])))
         return worker
 
     def _transitions(self, changes: list[Any]) -> None:
         for change in changes:
             if isinstance(change, Transition):
-                self._queue.append((_TRANSITION, transition_row(change, self._worker((change.source, change.worker)))))
+                self._queue.append((TRANSITION, transition_row(change, self._worker((change.source, change.worker)))))
 
-    # --- the writer's side --------------------------------------------------------
+    # --- to and from the writer -------------------------------------------------------
 
-    def _write_forever(self) -> None:
-        next_prune = 0.0
-        waited = 0.0
+    def _send_forever(self) -> None:
         while not self._closing.wait(self.flush_s):
-            self._flush()
-            waited += self.flush_s
-            if self.prune_dir is not None and waited >= next_prune and self.recording:
-                next_prune = waited + PRUNE_EVERY_S
-                files.prune(self.prune_dir, self.max_bytes or float("inf"), self.max_age_s or float("inf"),
-                            keep=self.path)
-        self._flush()
+            self._send()
+        self._send()
 
-    def _flush(self) -> None:
+    def _send(self) -> None:
         queue = self._queue
         count = len(queue)
         if not count or not self.recording:
@@ -180,48 +158,47 @@ class Recorder:
         if count > MAX_BACKLOG:
             self._stop(f"the disk is too slow for this fleet: {count} rows waited to be written")
             return
-        journal, workers, transitions = [], [], []
-        for _ in range(count):
-            item = queue.popleft()
-            if len(item) == 8:
-                journal.append(item)
-            elif item[0] == _WORKER:
-                workers.append(item[1])
-            else:
-                transitions.append(item[1])
+        body = marshal.dumps([queue.popleft() for _ in range(count)])
         try:
-            with self._db:
-                self._db.executemany("INSERT INTO workers VALUES (?, ?, ?)", workers)
-                self._db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)", journal)
-                self._db.executemany(f"INSERT INTO transitions VALUES ({', '.join('?' * 15)})", transitions)
-        except (sqlite3.Error, OSError) as exc:
-            if self.max_bytes is not None and files.size(self.path) >= self.max_bytes * 0.9:
-                self._stop(f"{self.path} reached the size limit (recording.max_mb, {self.max_bytes / 1e6:.0f} MB)")
-            else:
-                self._stop(f"cannot write {self.path}: {_reason(exc)}")
+            assert self._writer.stdin is not None
+            self._writer.stdin.write(FRAME.pack(len(body)) + body)
+            self._writer.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the writer stopped: why arrives on its stdout, or its exit code says
+
+    def _listen(self) -> None:
+        assert self._writer.stdout is not None
+        line = self._writer.stdout.readline().decode(errors="replace").strip()
+        if line:
+            self._stop(line)
+        elif not self._closing.is_set():
+            self._writer.wait()
+            self._stop(f"the recording's writer exited (code {self._writer.returncode})")
 
     def _stop(self, reason: str) -> None:
-        self.recording = False
+        with self._stop_lock:
+            if not self.recording:
+                return
+            self.recording = False
         self._queue.clear()
         self.status = f"recording stopped: {reason}"
         if self.on_stop is not None:
             self.on_stop(self.status)
 
     def close(self, now: float) -> None:
-        """Writes what is left, and when the monitor stopped (``now``, its clock), and
-        closes the file (SQLite folds the WAL back into it)."""
+        """Sends what is left, and when the monitor stopped (``now``, its clock); the
+        writer commits it and closes the file (SQLite folds the WAL back into it)."""
+        if self.recording:
+            self._queue.append((ENDED, now))
         self._closing.set()
-        self._thread.join(10)
+        self._sender.join(WRITER_GRACE_S)
         try:
-            if self.recording:
-                with self._db:
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('ended', ?)", (repr(now),))
-            self._db.close()
-        except sqlite3.Error:
+            assert self._writer.stdin is not None
+            self._writer.stdin.close()
+        except (BrokenPipeError, OSError):
             pass
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc)
+        try:
+            self._writer.wait(WRITER_GRACE_S)
+        except subprocess.TimeoutExpired:
+            stop_processes([self._writer], 0.5)
+        self._listener.join(1)
