@@ -10,7 +10,9 @@ read only through ``Monitor.view``: the two markers' ``dead`` transitions carry 
 monitor's own clock when it took each frame, so the rate is measured between them
 without polling. Both rounds time the same frames: from ``bench-start`` to ``bench-end``.
 Beats lost on the way show as the rows' ``missed`` (gaps in each worker's ``seq``).
-A benchmark that prints figures, not a test.
+Each pair runs the pipeline twice, recording (as every monitor does by default) and
+not, so that the recording's cost is measured on the same machine at the same time;
+the recording's size gives its bytes per beat. A benchmark that prints figures, not a test.
 
     .venv/bin/python benchmarks/pipeline.py [--pairs 5] [--beats 300000]
 """
@@ -20,10 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import sqlite3
 import statistics
+import tempfile
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import fake_hub
 import psutil
@@ -101,12 +107,15 @@ def _thread_cpu(name: str) -> float:
     return next(t.user_time + t.system_time for t in psutil.Process().threads() if t.id == ident)
 
 
-def _pipeline(url: str, beats: int) -> tuple[float, float, int, int]:
+def _pipeline(url: str, beats: int, record: Path | None) -> tuple[float, float, int, int]:
     """(frames per second between the markers as the monitor took them, the ingest
     thread's CPU seconds per frame, beats missed, times the stream was dropped). A dropped
     stream is replayed from the start on the reconnect: the markers of the last, whole pass
-    are the ones that count."""
-    monitor = Monitor(Settings(), [url])
+    are the ones that count. ``record``: the file to record to, if any."""
+    settings = Settings()
+    if record is not None:
+        settings = settings.model_copy(update={"recording": settings.recording.model_copy(update={"file": record})})
+    monitor = Monitor(settings, [url])
     stamps: dict[str, float] = {}
     cpu: dict[str, float] = {}
     seen = drops = 0
@@ -135,6 +144,12 @@ def _pipeline(url: str, beats: int) -> tuple[float, float, int, int]:
     return (beats + 1) / (stamps[END] - stamps[START]), (cpu[END] - cpu[START]) / (beats + 1), missed, drops
 
 
+def _bytes_per_beat(path: Path) -> float:
+    with sqlite3.connect(path) as db:
+        beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
+    return path.stat().st_size / max(1, beats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5, help="raw/pipeline round pairs (at least 3)")
@@ -144,29 +159,45 @@ def main() -> None:
         parser.error("--pairs must be at least 3: one pair says nothing on a noisy machine")
     print_machine(f"pipeline: {WORKERS} workers, {args.beats:,} beats a round, {args.pairs} raw/pipeline pairs")
     sender, url = fake_hub.start(_sender, args.beats)
-    raws, pipes, ratios, costs, missed, drops = [], [], [], [], [], []
+    raws, missed, drops = [], [], []
+    pipes: dict[bool, list[float]] = {True: [], False: []}
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    costs: dict[bool, list[float]] = {True: [], False: []}
+    sizes = []
+    folder = Path(tempfile.mkdtemp(prefix="heartmon-pipeline-"))
     try:
         for pair in range(1, args.pairs + 1):
             raw, raw_cpu = asyncio.run(_raw(url, args.beats))
-            pipe, pipe_cpu, lost, dropped = _pipeline(url, args.beats)
             raws.append(raw)
-            pipes.append(pipe)
-            ratios.append(pipe / raw)
-            costs.append(raw_cpu / pipe_cpu)
-            missed.append(lost)
-            drops.append(dropped)
-            print(f"pair {pair}: raw {raw:>9,.0f} frames/s   pipeline {pipe:>9,.0f} beats/s   ratio {pipe / raw:.2f}"
-                  f"   CPU per frame: raw {raw_cpu * 1e6:4.1f} µs, pipeline {pipe_cpu * 1e6:4.1f} µs"
-                  f"   missed {lost}   stream drops {dropped}   load {os.getloadavg()[0]:.2f}", flush=True)
+            line = f"pair {pair}: raw {raw:>9,.0f} frames/s"
+            for recording in (pair % 2 == 1, pair % 2 == 0):  # which goes first alternates
+                path = folder / f"pair-{pair}.sqlite" if recording else None
+                pipe, pipe_cpu, lost, dropped = _pipeline(url, args.beats, path)
+                pipes[recording].append(pipe)
+                ratios[recording].append(pipe / raw)
+                costs[recording].append(raw_cpu / pipe_cpu)
+                missed.append(lost)
+                drops.append(dropped)
+                line += (f"   {'recording' if recording else 'not recording'} {pipe:>9,.0f} beats/s"
+                         f" ({pipe / raw:.2f}, {pipe_cpu * 1e6:4.1f} µs CPU)")
+                if path is not None:
+                    sizes.append(_bytes_per_beat(path))
+            print(f"{line}   raw CPU {raw_cpu * 1e6:4.1f} µs   missed {sum(missed[-2:])}"
+                  f"   stream drops {sum(drops[-2:])}   load {os.getloadavg()[0]:.2f}", flush=True)
     finally:
         sender.kill()
         sender.join()
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"raw websockets receive:  {spread(raws, '{:,.0f}')} frames/s")
-    print(f"hub-to-monitor pipeline: {spread(pipes, '{:,.0f}')} beats/s  (receive + decode + detector)")
-    verdict = "meets" if statistics.median(ratios) >= TARGET else "MISSES"
-    print(f"pipeline / raw:          {spread(ratios)}  median {verdict} the target of {TARGET}")
-    print(f"raw CPU / pipeline CPU:  {spread(costs)}  per frame: the same ratio in CPU time, which other"
-          " processes on the machine disturb less than wall time")
+    for recording in (True, False):
+        what = "recording" if recording else "not recording"
+        verdict = "meets" if statistics.median(ratios[recording]) >= TARGET else "MISSES"
+        print(f"pipeline, {what + ':':<15}{spread(pipes[recording], '{:,.0f}')} beats/s; / raw "
+              f"{spread(ratios[recording])}, median {verdict} the target of {TARGET}; raw CPU / pipeline CPU "
+              f"{spread(costs[recording])}")
+    print("  (receive + decode + detector [+ recording]; the CPU ratio is the same in CPU time, which other"
+          " processes on the machine disturb less than wall time)")
+    print(f"recording size:          {spread(sizes)} bytes per beat (the whole file: beats, judgements, workers)")
     print(f"beats missed:            {sum(missed)} in all rounds; streams dropped by the monitor: {sum(drops)}")
     print(f"at the end: {machine()}")
 

@@ -16,10 +16,12 @@ beat, so the engine has nothing to do and the app only redraws; run it at 1,000 
 10,000 workers (``--workers 1000,10000``, sizes alternate) to see whether the UI's
 per-tick cost grows with the fleet. ``--burn N``: N processes spinning ``while True:
 pass`` for the whole benchmark. Each run is a fresh interpreter, so memory figures do
-not carry over. A benchmark that prints figures, not a test.
+not carry over. The monitor records, as every monitor does by default, to a temporary
+file (``--no-record``: it does not); the recording's writer process's CPU and the
+file's bytes per beat are printed. A benchmark that prints figures, not a test.
 
     .venv/bin/python benchmarks/tui.py [--workers 1000 --rate 10 | --workers 10000 --rate 1]
-                                       [--seconds 30] [--runs 3] [--burn N] [--idle]
+                                       [--seconds 30] [--runs 3] [--burn N] [--idle] [--no-record]
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ import json
 import multiprocessing
 import os
 import pstats
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -117,23 +122,33 @@ async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None
         await asyncio.sleep(0.05)
 
 
-async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict:
+def _writer(child: psutil.Process) -> psutil.Process | None:
+    """The ingest child's recording writer, if it records."""
+    return next((p for p in child.children() if "heartmon.recording.writer" in " ".join(p.cmdline())), None)
+
+
+async def one_run(workers: int, rate: float, seconds: float, idle: bool, record: Path | None) -> dict:
     sender, url, sent, _ = fake_hub.start_paced(workers, IDLE_RATE_HZ if idle else rate, seconds, beating=not idle)
     try:
-        feed = MonitorProcess(Settings(), [url])
+        settings = Settings()
+        recording = settings.recording.model_copy(update={"file": record, "enabled": record is not None})
+        feed = MonitorProcess(settings.model_copy(update={"recording": recording}), [url])
         tap = Tap(feed)
         app = HeartmonApp(tap, HubClient())
         with feed:
             async with app.run_test(size=SIZE):
                 await _until(lambda: app.view.total >= workers + 1, 120, "the whole fleet in the app's view")
                 me, child, hub = psutil.Process(), _child(), psutil.Process(sender.pid)
+                writer = _writer(child)
                 first, takes0 = len(app.ui_lags_ms), len(tap.take_ms)
                 cpu0, child0, hub0, wall0 = _cpu(me), _cpu(child), _cpu(hub), time.monotonic()
+                writer0 = _cpu(writer) if writer else 0.0
                 if idle:
                     await asyncio.sleep(seconds)
                 else:
                     await _until(lambda: app.view.counts.get("dead", 0) >= 1, seconds + 120, "the end of the stream")
                 cpu1, child1, hub1, wall1 = _cpu(me), _cpu(child), _cpu(hub), time.monotonic()
+                writer1 = _cpu(writer) if writer else 0.0
                 last = len(app.ui_lags_ms)
                 lags, startup = list(app.ui_lags_ms)[first:last], list(app.ui_lags_ms)[:first]
                 takes = tap.take_ms[takes0:]
@@ -154,10 +169,22 @@ async def one_run(workers: int, rate: float, seconds: float, idle: bool) -> dict
         "ui_cpu_ms_per_tick": (cpu1 - cpu0) * 1000 / (window / tick_s), "ui_cpu": (cpu1 - cpu0) / window,
         "take_ms_p50": percentile(takes, 0.5), "take_ms_max": max(takes, default=float("nan")),
         "child_cpu": (child1 - child0) / window, "hub_cpu": (hub1 - hub0) / window,
+        "writer_cpu": (writer1 - writer0) / window, "bytes_per_beat": _bytes_per_beat(record),
         "rss_mib": rss / 2**20, "child_rss_mib": child_rss / 2**20,
         "sent": max(0, sent.value), "dropped": sum(row.missed for row in rows),
         "not_healthy": not_healthy, "ingest_lag_ms": ingest_lag, "load": os.getloadavg()[0],
     }
+
+
+def _bytes_per_beat(record: Path | None) -> float:
+    """The recording's bytes per beat recorded, once the monitor has closed it."""
+    if record is None or not record.exists():
+        return 0.0
+    with sqlite3.connect(record) as db:
+        beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
+    size = record.stat().st_size
+    shutil.rmtree(record.parent)
+    return size / max(1, beats)
 
 
 def _burn() -> None:
@@ -175,7 +202,8 @@ def _line(r: dict, idle: bool) -> str:
                               f" {r['not_healthy']} not healthy at the marker")
     return (f"{head}\n{'':>15}load {r['load']:.2f}; RSS UI {r['rss_mib']:.0f} MiB,"
             f" ingest child {r['child_rss_mib']:.0f} MiB;"
-            f" CPU UI {r['ui_cpu']:.0%}, ingest child {r['child_cpu']:.0%}, fake hub {r['hub_cpu']:.0%}{ingest}")
+            f" CPU UI {r['ui_cpu']:.0%}, ingest child {r['child_cpu']:.0%}, fake hub {r['hub_cpu']:.0%},"
+            f" recording writer {r['writer_cpu']:.1%} ({r['bytes_per_beat']:.1f} bytes/beat){ingest}")
 
 
 def main() -> None:
@@ -188,13 +216,15 @@ def main() -> None:
     parser.add_argument("--idle", action="store_true", help="no ingest: a snapshot of workers that never beat")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE", help="one run in this process under cProfile, stats to FILE")
+    parser.add_argument("--no-record", dest="record", action="store_false", help="the monitor records nothing")
     args = parser.parse_args()
     sizes = [int(size) for size in args.workers.split(",")]
     if args.one or args.profile:  # one run, in this fresh process (for the orchestrating parent)
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:
             profile.enable()
-        result = asyncio.run(one_run(sizes[0], args.rate, args.seconds, args.idle))
+        record = Path(tempfile.mkdtemp(prefix="heartmon-tui-")) / "bench.sqlite" if args.record else None
+        result = asyncio.run(one_run(sizes[0], args.rate, args.seconds, args.idle, record))
         if profile is not None:
             profile.disable()
             profile.dump_stats(args.profile)
@@ -203,7 +233,7 @@ def main() -> None:
         return
     what = "idle fleet, no ingest" if args.idle else f"{args.rate:g} Hz for {args.seconds:g} s"
     print_machine(f"tui: {args.workers} workers, {what}, {SIZE[0]}×{SIZE[1]}, {args.runs} runs,"
-                  f" {args.burn} CPU burners")
+                  f" {args.burn} CPU burners, {'recording' if args.record else 'not recording'}")
     ctx = multiprocessing.get_context("spawn")
     burners = [ctx.Process(target=_burn, daemon=True) for _ in range(args.burn)]
     results: dict[int, list[dict]] = defaultdict(list)
@@ -213,7 +243,8 @@ def main() -> None:
         for n in range(1, args.runs + 1):
             for size in sizes:  # sizes alternate, so each sees the same machine
                 command = [sys.executable, str(Path(__file__).resolve()), "--one", "--workers", str(size),
-                           "--rate", str(args.rate), "--seconds", str(args.seconds)] + (["--idle"] if args.idle else [])
+                           "--rate", str(args.rate), "--seconds", str(args.seconds)]
+                command += (["--idle"] if args.idle else []) + ([] if args.record else ["--no-record"])
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 600)
                 if done.returncode != 0:
                     print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
@@ -235,7 +266,8 @@ def main() -> None:
               f"  [p99 target ≤ {LAG_TARGET_MS:g} ms: {'met' if p99 <= LAG_TARGET_MS else 'MISSED'}]")
         print(f"{'':>15}UI CPU {s('ui_cpu_ms_per_tick')} ms/tick; view taken in {s('take_ms_p50')} ms;"
               f" RSS UI {s('rss_mib', '{:.0f}')} MiB, ingest child {s('child_rss_mib', '{:.0f}')} MiB;"
-              f" CPU (of a core): ingest child {s('child_cpu', '{:.2f}')}, fake hub {s('hub_cpu', '{:.2f}')}")
+              f" CPU (of a core): ingest child {s('child_cpu', '{:.2f}')}, fake hub {s('hub_cpu', '{:.2f}')},"
+              f" recording writer {s('writer_cpu', '{:.3f}')}; {s('bytes_per_beat')} bytes/beat")
         if not args.idle:
             print(f"{'':>15}dropped {s('dropped', '{:.0f}')} of {s('sent', '{:,.0f}')} beats sent;"
                   f" not healthy at the marker {s('not_healthy', '{:.0f}')}")

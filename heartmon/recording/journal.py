@@ -84,6 +84,14 @@ def call_of(row: Row, key_of: Callable[[int], Key]) -> tuple[str, dict[str, Any]
 
 
 def apply(fleet: FleetState, row: Row, key_of: Callable[[int], Key]) -> Any:
+    """Makes the input a row holds. Beats and judgements, nearly every row, are called
+    directly: a replay of an hour of a large fleet is millions of them."""
+    t, op, worker, seq, a, b, c, _ = row
+    if op == BEAT:
+        assert worker is not None
+        return fleet.beat(t, key_of(worker), seq, a, b, c)
+    if op == EVALUATE_DUE:
+        return fleet.evaluate_due(t)
     name, kwargs = call_of(row, key_of)
     return getattr(fleet, name)(**kwargs)
 

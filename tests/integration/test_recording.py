@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,55 @@ def test_a_starvation_episode_is_recorded_and_replays_as_it_was_judged(launch: L
                            timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"{len(moves)} state changes, all replayed as recorded" in check.stdout
+
+    # The report of the real run: a page that parses, one plot per worker, the episode's row.
+    page = tmp_path / "incident.html"
+    done = subprocess.run([*HEARTMON, "report", str(path), "-o", str(page)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    parsed = _Page()
+    parsed.feed(page.read_text())
+    assert parsed.svgs_per_worker == {name: 1 for _, name in recording.workers.values()}
+    row = next(cells for cells in parsed.rows if cells and cells[0] == "none-1")
+    assert "gil-hold" in row and "recovered" in row and "starved" in row
+    assert "http://" not in page.read_text().replace("http://www.w3.org", "")  # nothing to fetch
+
+
+class _Page(HTMLParser):
+    """The report's worker sections (with the SVGs in each) and its table rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.svgs_per_worker: dict[str, int] = {}
+        self.rows: list[list[str]] = []
+        self._worker: str | None = None
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "section" and ("class", "worker") in attrs:
+            self._worker = ""
+            self._in = "section"
+        elif tag == "h3" and self._worker == "":
+            self._in = "h3"
+        elif tag == "svg" and self._worker:
+            self.svgs_per_worker[self._worker] += 1
+        elif tag == "tr":
+            self.rows.append([])
+        elif tag == "td":
+            self._in = "td"
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "h3" and self._worker == "" and data.strip():
+            self._worker = data.strip()
+            self.svgs_per_worker[self._worker] = 0
+        elif self._in == "td" and self.rows:
+            self.rows[-1].append(data.strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._worker = None
+        if tag in ("h3", "td"):
+            self._in = None
 
 
 def test_a_recording_survives_a_kill_9_and_loses_at_most_its_last_flush(launch: Launch, fleet: Running,
