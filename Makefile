@@ -19,6 +19,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python tools/typecheck.py
+	sh tools/install_browser.sh  # the browser tests/integration/test_serve.py drives
 	$(BIN)/python -m pytest
 
 matrix: $(STAMP)

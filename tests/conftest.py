@@ -87,16 +87,19 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def _session_processes(since: float, tag: str) -> list:
+def _session_processes(since: float, tag: str, basetemp: Path) -> list:
     """Processes this test session started, whatever they are (heartmon, redis-server,
     celery, node, nats-server): they inherit the session's tag from its environment.
-    Another test session on the same machine has its own tag, and is left alone."""
+    Another test session on the same machine has its own tag, and is left alone.
+    Chromium's helpers (zygotes, renderers) start with an empty environment, but carry
+    their browser's --user-data-dir, which the tests keep under the session's basetemp."""
+    profile = f"--user-data-dir={basetemp}{os.sep}"
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
         if proc.info["pid"] == os.getpid() or (proc.info["create_time"] or 0) < since:
             continue
         try:
-            if proc.environ().get(SESSION_TAG) == tag:
+            if any(a.startswith(profile) for a in proc.info["cmdline"] or ()) or proc.environ().get(SESSION_TAG) == tag:
                 found.append(proc)
         except psutil.Error:
             pass
@@ -118,12 +121,12 @@ def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_process_outlives_the_tests() -> Iterator[None]:
+def no_process_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     since = time.time() - 1
     tag = uuid.uuid4().hex
     os.environ[SESSION_TAG] = tag  # inherited by every process the tests start
     yield
-    alive = wait_gone(_session_processes(since, tag))
+    alive = wait_gone(_session_processes(since, tag, tmp_path_factory.getbasetemp()))
     for proc in alive:
         proc.kill()
     assert not alive, f"processes outlived the tests: {[p.info['cmdline'] for p in alive]}"
