@@ -34,7 +34,14 @@ from heartmon.monitor_process import MonitorProcess
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS, Hello, WorkerName
 from heartmon.recording import files as recording_files
+from heartmon.recording.journal import RecordingError
+from heartmon.recording.reading import Recording
+from heartmon.recording.replay import Replay
+from heartmon.recording.report_cli import add_parser as add_report_parser
+from heartmon.recording.report_cli import cmd_report
 from heartmon.report import as_json, clock_time, describe
+from heartmon.serve import add_parser as add_serve_parser
+from heartmon.serve import cmd_serve
 from heartmon.sources import SourceError
 from heartmon.systems.experiment import SYSTEMS_DURATION_S, SystemsMatrix
 from heartmon.systems.launch import SystemsError
@@ -193,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
     inject.add_argument("--nats", metavar="SERVERS",
                         help=f"send to a worker on NATS (WORKER is FLEET/HOST/NAME), not through a hub: {nats_help}")
 
+    replay = sub.add_parser("replay", help="the monitor's screens on a recording, with a time cursor")
+    replay.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                        help="a recording (default: the newest in $XDG_STATE_HOME/heartmon/recordings)")
+    replay.add_argument("--verify", action="store_true",
+                        help="replay it all and check every state change against the live monitor's, then exit")
+
     matrix = sub.add_parser("matrix", help="measure every probe against every isolation mode")
     matrix.add_argument("--duration", type=_positive_float,
                         help=f"seconds per probe (default: 2, with --systems {SYSTEMS_DURATION_S:g})")
@@ -203,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
                              "workers, beside heartmon's own (needs heartmon[systems]; Node rows need node)")
     matrix.add_argument("--interval-ms", type=_positive_int, default=50, help="heartbeat interval (default: 50)")
     matrix.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_serve_parser(sub, [configured])
+    add_report_parser(sub, [])
     return parser
 
 
@@ -344,6 +359,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     refused: dict[str, int] = {}
     seen = 0
     deadline = time.monotonic() + args.for_s if args.for_s else None
+    if monitor.recorder is not None:
+        print(f"heartmon: {monitor.recording}", file=sys.stderr)
     with monitor:
         try:
             while deadline is None or time.monotonic() < deadline:
@@ -432,14 +449,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def _tui(settings: Settings, sources: list[str], on_quit: Callable[[], None] | None = None) -> int:
     """The app on its engine's child process. ``on_quit`` runs as soon as the user quits,
-    so that what the caller must stop stops while the screen is torn down."""
+    so that what the caller must stop stops while the screen is torn down; the engine
+    stops first, so that its recording ends on the fleet the user last saw, not on the
+    demo fleet being stopped."""
     from heartmon.tui.app import HeartmonApp  # Textual only where a screen is wanted
 
     try:
         feed = MonitorProcess(settings, sources)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    app = HeartmonApp(feed, HubClient(settings.token), on_quit=on_quit)
+
+    def quitting() -> None:
+        feed.stop()
+        if on_quit is not None:
+            on_quit()
+
+    app = HeartmonApp(feed, HubClient(settings.token), on_quit=quitting)
     signal.signal(signal.SIGTERM, lambda *_: app.exit())
     with feed:
         app.run()
@@ -564,6 +589,35 @@ def _inject_on_bus(args: argparse.Namespace) -> int:
     return 0
 
 
+def recording_named(file: Path | None) -> Recording:
+    """The recording a command was given, else the newest of the default directory."""
+    path = file or recording_files.newest()
+    if path is None:
+        raise UsageError(f"no recordings in {recording_files.directory()}: name one (FILE)")
+    try:
+        return Recording(path)
+    except RecordingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    replay = Replay(recording_named(args.file))
+    if args.verify:
+        mismatches = replay.verify()
+        for m in mismatches[:10]:
+            print(f"state change {m.index + 1}: live {m.live}, replayed {m.replayed}")
+        count = len(replay.recording.transitions())
+        print(f"{replay.recording.path}: {count} state changes, " +
+              (f"{len(mismatches)} differ when replayed" if mismatches else "all replayed as recorded"))
+        return 1 if mismatches else 0
+    from heartmon.tui.replay import ReplayApp  # Textual only where a screen is wanted
+
+    app = ReplayApp(replay)
+    signal.signal(signal.SIGTERM, lambda *_: app.exit())
+    app.run()
+    return 0
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -603,7 +657,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "watch": cmd_watch, "hub": cmd_mock, "mock": cmd_mock, "events": cmd_events, "check": cmd_check,
-    "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix,
+    "worker": cmd_worker, "probes": cmd_probes, "inject": cmd_inject, "matrix": cmd_matrix, "replay": cmd_replay,
+    "serve": cmd_serve, "report": cmd_report,
 }
 
 
