@@ -177,6 +177,7 @@ class Monitor:
         """Ingest until cancelled, on the running loop."""
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
         self._spying = asyncio.Semaphore(SPIES_AT_ONCE)
+        self._alive_at = self.now()  # the loop's stalls count from its start, not from construction
         try:
             async with httpx.AsyncClient(transport=self.transport) as client:
                 self._client = client
