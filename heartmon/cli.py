@@ -34,8 +34,8 @@ from heartmon.monitor_process import MonitorProcess
 from heartmon.probes import load_registry
 from heartmon.protocol import ISOLATIONS, Hello, WorkerName
 from heartmon.recording import files as recording_files
+from heartmon.recording import reading as recording
 from heartmon.recording.journal import RecordingError
-from heartmon.recording.reading import Recording
 from heartmon.recording.replay import Replay
 from heartmon.recording.report_cli import add_parser as add_report_parser
 from heartmon.recording.report_cli import cmd_report
@@ -589,19 +589,11 @@ def _inject_on_bus(args: argparse.Namespace) -> int:
     return 0
 
 
-def recording_named(file: Path | None) -> Recording:
-    """The recording a command was given, else the newest of the default directory."""
-    path = file or recording_files.newest()
-    if path is None:
-        raise UsageError(f"no recordings in {recording_files.directory()}: name one (FILE)")
+def cmd_replay(args: argparse.Namespace) -> int:
     try:
-        return Recording(path)
+        replay = Replay(recording.named(args.file))
     except RecordingError as exc:
         raise UsageError(str(exc)) from None
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    replay = Replay(recording_named(args.file))
     if args.verify:
         mismatches = replay.verify()
         for m in mismatches[:10]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from heartmon.detector import Key, Thresholds
+from heartmon.recording import files
 from heartmon.recording.journal import RecordingError, Row
 from heartmon.recording.schema import SCHEMA_VERSION
 
@@ -36,6 +37,14 @@ class RecordedTransition:
     blocked_s: float | None
     native: str | None
     culprit: str | None
+
+
+def named(path: Path | None) -> Recording:
+    """The recording a command was given, else the newest of the default directory."""
+    path = path or files.newest()
+    if path is None:
+        raise RecordingError(f"no recordings in {files.directory()}: name one (FILE)")
+    return Recording(path)
 
 
 class Recording:

@@ -14,9 +14,8 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from heartmon.recording import files
 from heartmon.recording.journal import RecordingError
-from heartmon.recording.reading import Recording
+from heartmon.recording.reading import Recording, named
 from heartmon.recording.render import html, markdown
 from heartmon.recording.report import gather
 
@@ -49,10 +48,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
-        path = args.file or files.newest()
-        if path is None:
-            raise ReportError(f"no recordings in {files.directory()}: name one (heartmon report FILE)")
-        recording = Recording(path)
+        recording = named(args.file)
+        path = recording.path
         try:
             since = parse_time(args.since, recording, "--since") if args.since else recording.start
             until = parse_time(args.until, recording, "--until") if args.until else recording.end

@@ -178,7 +178,7 @@ def test_the_default_is_the_newest_recording_beside_the_current_directory(
     monkeypatch.chdir(tmp_path)
     assert report(["--format", "md"]) == 2
     assert capsys.readouterr().err == f"heartmon: no recordings in {tmp_path}/state/heartmon/recordings: name one " \
-                                      "(heartmon report FILE)\n"
+                                      "(FILE)\n"
     folder = tmp_path / "state" / "heartmon" / "recordings"
     folder.mkdir(parents=True)
     (folder / recording.name).write_bytes(recording.read_bytes())
