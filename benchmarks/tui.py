@@ -179,12 +179,12 @@ async def one_run(workers: int, rate: float, seconds: float, idle: bool, record:
 def _bytes_per_beat(record: Path | None) -> float:
     """The recording's bytes per beat recorded, once the monitor has closed it."""
     if record is None or not record.exists():
-        return 0.0
+        return float("nan")
     with sqlite3.connect(record) as db:
         beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
     size = record.stat().st_size
     shutil.rmtree(record.parent)
-    return size / max(1, beats)
+    return size / beats if beats else float("nan")  # an idle fleet records no beat
 
 
 def _burn() -> None:
