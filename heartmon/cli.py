@@ -330,8 +330,8 @@ def _sources(args: argparse.Namespace, settings: Settings) -> list[str]:
 
 def _recording(settings: Settings) -> Settings:
     """Where this monitor records: the file the user named, which must be new (nothing
-    is recorded over), or a new one in the default directory, whose oldest recordings
-    are pruned first."""
+    is recorded over), or a new one in the default directory (whose older recordings
+    its writer prunes)."""
     r = settings.recording
     if not r.enabled:
         return settings
@@ -339,9 +339,7 @@ def _recording(settings: Settings) -> Settings:
         if r.file.exists():
             raise UsageError(f"--record {r.file}: the file exists; a recording goes to a new file")
         return settings
-    folder = recording_files.directory()
-    recording_files.prune(folder, r.max_mb * 1e6, r.max_age_days * 86400)
-    return settings.model_copy(update={"recording": r.model_copy(update={"file": recording_files.new_file(folder)})})
+    return settings.model_copy(update={"recording": r.model_copy(update={"file": recording_files.new_file()})})
 
 
 def _monitor(args: argparse.Namespace) -> Monitor:

@@ -43,7 +43,8 @@ from heartmon.protocol import (
     WorkerStack,
 )
 from heartmon.recording import files as recordings
-from heartmon.recording.recorder import Recorder, RecordingError
+from heartmon.recording.journal import RecordingError
+from heartmon.recording.recorder import Recorder
 from heartmon.sources import Heard, Source, parse_source
 from heartmon.stacks import Stack
 from heartmon.view import FleetView, SourceView, Viewer, ViewRequest
@@ -96,10 +97,15 @@ class Monitor:
         self._spying: asyncio.Semaphore | None = None
         self._notes: set[str] = set()
         self.recorder: Recorder | None = None
-        self.recording = "not recording"
-        """What the header says about the recording: where it goes, or why it stopped."""
+        self._not_recording = "not recording"
         if settings.recording.enabled and settings.recording.file is not None:
             self._record(settings.recording.file)
+
+    @property
+    def recording(self) -> str:
+        """What the header says about the recording: where it goes, or why it stopped
+        or never started."""
+        return self.recorder.status if self.recorder is not None else self._not_recording
 
     def _record(self, path: Path) -> None:
         """Records every input of the fleet state from now on. A recording that cannot
@@ -115,17 +121,15 @@ class Monitor:
                                      max_age_s=r.max_age_days * 86400, prune=path.parent if default else None,
                                      on_stop=self._recording_stopped)
         except RecordingError as exc:
-            self.recording = f"not recording: {exc}"
-            self._fleet.notice(self.now(), self.recording)
+            self._not_recording = f"not recording: {exc}"
+            self._fleet.notice(self.now(), self._not_recording)
             return
         self.recorder.attach(self._fleet)
-        self.recording = self.recorder.status
 
     def _recording_stopped(self, line: str) -> None:
         """From the recorder's thread: said in the log, on the ingest loop."""
         def say() -> None:
             with self._lock:
-                self.recording = line
                 self._fleet.notice(self.now(), line)
 
         if self._loop is not None and not self._loop.is_closed():

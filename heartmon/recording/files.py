@@ -51,12 +51,17 @@ def newest(folder: Path | None = None) -> Path | None:
 def size(path: Path) -> int:
     """A recording's bytes, its WAL files included."""
     total = 0
-    for name in (path.name, *(path.name + s for s in _SIDECARS)):
+    for part in _parts(path):
         try:
-            total += (path.parent / name).stat().st_size
+            total += part.stat().st_size
         except OSError:
             pass
     return total
+
+
+def _parts(path: Path) -> list[Path]:
+    """A recording's file and its WAL files."""
+    return [path, *(path.with_name(path.name + s) for s in _SIDECARS)]
 
 
 def prune(folder: Path, max_bytes: float, max_age_s: float, keep: Path | None = None,
@@ -74,9 +79,9 @@ def prune(folder: Path, max_bytes: float, max_age_s: float, keep: Path | None = 
         total -= size(path)
         deleted.append(path)
     for path in deleted:
-        for name in (path.name, *(path.name + s for s in _SIDECARS)):
+        for part in _parts(path):
             try:
-                (path.parent / name).unlink()
+                part.unlink()
             except FileNotFoundError:
                 pass
             except OSError:

@@ -48,14 +48,10 @@ Row = tuple[float, int, int | None, int | None, float | None, float | None, floa
 """One journal row: t, op, worker, seq, a, b, c, args."""
 
 
-def beat_row(now: float, worker: int, seq: int | None, main_blocked_ms: float | None, loop_lag_ms: float | None,
-             latency_ms: float | None) -> Row:
-    return (now, BEAT, worker, seq, main_blocked_ms, loop_lag_ms, latency_ms, None)
-
-
 def input_row(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], worker_id: Callable[[Key], int],
               last_t: float) -> Row:
-    """Any input but a beat. Its time is its own where it has one, else the last input's
+    """Any input but a beat or a judgement (the recorder writes those two rows itself,
+    they are nearly every row). Its time is its own where it has one, else the last input's
     (``doing`` follows the beat it belongs to)."""
     bound = dict(zip(_PARAMS[name], args, strict=False))
     bound.update(kwargs)
@@ -66,13 +62,10 @@ def input_row(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], worker_i
 
 
 def call_of(row: Row, key_of: Callable[[int], Key]) -> tuple[str, dict[str, Any]]:
-    """The input a row holds, as the method's name and its keyword arguments."""
-    t, op, worker, seq, a, b, c, args = row
+    """The input a row of :func:`input_row` holds, as the method's name and its keyword
+    arguments (:func:`apply` makes beats and judgements itself)."""
+    t, op, worker, *_, args = row
     name = OPS[op]
-    if op == BEAT:
-        assert worker is not None
-        return name, {"now": t, "key": key_of(worker), "seq": seq, "main_blocked_ms": a, "loop_lag_ms": b,
-                      "latency_ms": c}
     kwargs: dict[str, Any] = json.loads(args, object_hook=_decode) if args else {}
     params = _PARAMS[name]
     time_param = _TIME.get(name, "now")

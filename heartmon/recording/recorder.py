@@ -23,14 +23,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from heartmon import __version__
 from heartmon.detector import Key, Transition
 from heartmon.fleet_state import FleetState
 from heartmon.recording.journal import BEAT, EVALUATE_DUE, OPS, RecordingError, input_row, transition_row
-from heartmon.recording.writer import ENDED, FRAME, TRANSITION, WORKER, create
+from heartmon.recording.writer import ENDED, FRAME, TRANSITION, WORKER, create, reason
 from heartmon.stopping import stop_processes
 
 MAX_BACKLOG = 2_000_000
@@ -38,13 +38,6 @@ MAX_BACKLOG = 2_000_000
 recording stops rather than hold the monitor's memory hostage."""
 WRITER_GRACE_S = 10.0
 """How long the writer gets, once told to end, to commit what it was sent."""
-
-
-def heartmon_version() -> str:
-    try:
-        return version("heartmon")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Recorder:
@@ -68,10 +61,9 @@ class Recorder:
             if path.exists():
                 raise RecordingError(f"{path} already exists: a recording goes to a new file")
             path.parent.mkdir(parents=True, exist_ok=True)
-            create(path, {"heartmon_version": heartmon_version(), **meta}, max_bytes)
+            create(path, {"heartmon_version": __version__, **meta}, max_bytes)
         except (sqlite3.Error, OSError) as exc:
-            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise RecordingError(f"cannot write {path}: {reason}") from None
+            raise RecordingError(f"cannot write {path}: {reason(exc)}") from None
         command = [sys.executable, "-m", "heartmon.recording.writer", str(path), repr(max_bytes)]
         if prune is not None and max_age_s is not None:
             command += [str(prune), repr(max_age_s)]

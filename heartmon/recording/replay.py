@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from heartmon.detector import Transition
+from heartmon.detector import AVAILABLE, Transition
 from heartmon.fleet_state import FleetState
 from heartmon.recording.journal import Row, apply
 from heartmon.recording.reading import RecordedTransition, Recording
@@ -96,7 +96,7 @@ class Replay:
     def next_mark(self, forward: bool, episodes: bool) -> float | None:
         """The time of the next (or previous) transition, or of the next start of an
         episode: a worker leaving the pool for late, starved or dead."""
-        marks = [m.t for m in self._marks if not episodes or _starts_episode(m)]
+        marks = [m.t for m in self._marks if not episodes or starts_episode(m)]
         if forward:
             return next((t for t in marks if t > self.at), None)
         return next((t for t in reversed(marks) if t < self.at), None)
@@ -141,5 +141,6 @@ def _essence(t: float, key: tuple[str, str], from_state: str, to_state: str, rea
     return (t, key, from_state, to_state, reason)
 
 
-def _starts_episode(mark: RecordedTransition) -> bool:
-    return mark.to_state in TROUBLE and mark.from_state in ("healthy", "busy")
+def starts_episode(mark: RecordedTransition) -> bool:
+    """A worker leaves the pool for late, starved or dead."""
+    return mark.from_state in AVAILABLE and mark.to_state in TROUBLE

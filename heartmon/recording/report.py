@@ -10,7 +10,6 @@ an episode still knows the worker's state and the episode's start.
 
 from __future__ import annotations
 
-import json
 import math
 from array import array
 from collections import defaultdict
@@ -18,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from heartmon.detector import AVAILABLE, Key, Thresholds
-from heartmon.recording.journal import BEAT, OPS
+from heartmon.recording.journal import BEAT, OPS, call_of
 from heartmon.recording.reading import RecordedTransition, Recording
-from heartmon.recording.replay import TROUBLE
+from heartmon.recording.replay import TROUBLE, starts_episode
 
 JOIN, FORGET = OPS.index("join"), OPS.index("forget")
 PROBE_STARTED, PROBE_FINISHED = OPS.index("probe_started"), OPS.index("probe_finished")
@@ -181,7 +180,8 @@ def _read_journal(recording: Recording, since: float, until: float) -> _Journal:
     presence, intervals, beats, probes = journal.presence, journal.intervals, journal.beats, journal.probes
     last_beat: dict[Key, float | None] = {}
     key_of = recording.key_of
-    for _, (t, op, worker, _seq, *_, args) in recording.rows():
+    for _, row in recording.rows():
+        t, op, worker, *_ = row
         if worker is None:
             continue
         key = key_of(worker)
@@ -193,7 +193,7 @@ def _read_journal(recording: Recording, since: float, until: float) -> _Journal:
                 times.append(t)
                 gaps.append(t - previous)
         elif op == JOIN:
-            fields = json.loads(args or "{}")
+            fields = call_of(row, key_of)[1]
             if not presence[key] or presence[key][-1][1] == "forgotten":
                 presence[key].append((t, "joined"))
                 last_beat[key] = fields.get("heard_at")
@@ -203,7 +203,7 @@ def _read_journal(recording: Recording, since: float, until: float) -> _Journal:
             presence[key].append((t, "forgotten"))
             last_beat[key] = None
         elif op == PROBE_STARTED:
-            probes[key].append([t, None, json.loads(args or "{}").get("probe", "?")])
+            probes[key].append([t, None, call_of(row, key_of)[1].get("probe", "?")])
         elif op == PROBE_FINISHED and probes[key] and probes[key][-1][1] is None:
             probes[key][-1][1] = t
     return journal
@@ -255,7 +255,7 @@ def _episodes(marks: list[RecordedTransition], end: float) -> list[EpisodeRow]:
     for m in marks:
         episode = open_.get(m.key)
         if episode is None:
-            if m.from_state in AVAILABLE and m.to_state in TROUBLE:
+            if starts_episode(m):
                 open_[m.key] = {"start": m.t - (m.silence_s or 0.0), "worst": m.to_state, "culprit": m.culprit,
                                 "died": m.reason if m.to_state == "dead" else None}
             continue

@@ -10,7 +10,8 @@ and when the monitor dies, by ``kill -9`` or otherwise, its end of the pipe clos
 the writer commits what it was sent and exits (it is never orphaned for longer).
 
 It speaks on its stdout only to say that it stopped, and why, in one line. Its imports
-are the standard library's and this package's schema: it starts in a few milliseconds.
+are the standard library's and this package's schema and files: it starts in a few
+milliseconds.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from heartmon.recording import files
 from heartmon.recording.schema import SCHEMA, SCHEMA_VERSION
 
 FRAME = struct.Struct("!I")
@@ -100,27 +102,35 @@ def main() -> None:
     prune_dir, max_age_s = (Path(sys.argv[3]), float(sys.argv[4])) if len(sys.argv) > 4 else (None, 0.0)
     db = open_file(path, max_bytes)
     next_prune = 0.0
+
+    def prune() -> None:
+        """The default directory (only it: ``prune_dir``), when the recording starts and
+        every PRUNE_EVERY_S after."""
+        nonlocal next_prune
+        if prune_dir is not None and time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + PRUNE_EVERY_S
+            files.prune(prune_dir, max_bytes, max_age_s, keep=path)
+
+    prune()
     for items in _frames(sys.stdin.buffer):
         try:
             write(db, items)
         except (sqlite3.Error, OSError) as exc:
             print(_why(exc, path, max_bytes), flush=True)
             break
-        if prune_dir is not None and time.monotonic() >= next_prune:
-            from heartmon.recording import files  # only the default directory is pruned
-
-            next_prune = time.monotonic() + PRUNE_EVERY_S
-            files.prune(prune_dir, max_bytes, max_age_s, keep=path)
+        prune()
     db.close()
 
 
 def _why(exc: BaseException, path: Path, max_bytes: float) -> str:
-    from heartmon.recording import files
-
     if "full" in str(exc) and files.size(path) >= max_bytes * 0.9:
         return f"{path} reached the size limit (recording.max_mb, {max_bytes / 1e6:g} MB)"
-    reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot write {path}: {reason}"
+    return f"cannot write {path}: {reason(exc)}"
+
+
+def reason(exc: BaseException) -> str:
+    """An error as the end of a line: the OS's words where it has them."""
+    return exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 if __name__ == "__main__":
