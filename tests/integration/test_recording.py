@@ -178,7 +178,7 @@ def test_a_full_disk_stops_the_recording_not_the_monitor(fleet: Running, tmp_pat
 
 def test_the_size_limit_stops_a_recording_with_one_line(launch: Launch, fleet: Running, tmp_path: Path) -> None:
     path = tmp_path / "capped.sqlite"
-    events = _events(launch, fleet.url, "--record", str(path), env={"HEARTMON_RECORDING__MAX_MB": "0.2"})
+    events = _events(launch, fleet.url, "--record", str(path), env={"HEARTMON_RECORDING__MAX_MB": "0.07"})
     line = events.read_until(r"recording stopped: .*size limit", 60).string
     assert "recording.max_mb" in line
     assert Recording(path).transitions() is not None  # what was written before the limit reads back
