@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 
 def machine() -> str:
@@ -39,3 +41,11 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
         return "n/a"
     low, high = fmt.format(min(values)), fmt.format(max(values))
     return f"{fmt.format(statistics.median(values))} ({low}–{high}, n={len(values)})"
+
+
+def bytes_per_beat(recording: Path) -> float:
+    """A closed recording's size over the beats it holds: what recording costs on disk,
+    everything in the file counted. Not a number for a recording without beats."""
+    with sqlite3.connect(recording) as db:
+        beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
+    return recording.stat().st_size / beats if beats else float("nan")

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import fake_hub
 import psutil
-from figures import machine, print_machine, spread
+from figures import bytes_per_beat, machine, print_machine, spread
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -144,12 +143,6 @@ def _pipeline(url: str, beats: int, record: Path | None) -> tuple[float, float, 
     return (beats + 1) / (stamps[END] - stamps[START]), (cpu[END] - cpu[START]) / (beats + 1), missed, drops
 
 
-def _bytes_per_beat(path: Path) -> float:
-    with sqlite3.connect(path) as db:
-        beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
-    return path.stat().st_size / max(1, beats)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5, help="raw/pipeline round pairs (at least 3)")
@@ -181,7 +174,7 @@ def main() -> None:
                 line += (f"   {'recording' if recording else 'not recording'} {pipe:>9,.0f} beats/s"
                          f" ({pipe / raw:.2f}, {pipe_cpu * 1e6:4.1f} µs CPU)")
                 if path is not None:
-                    sizes.append(_bytes_per_beat(path))
+                    sizes.append(bytes_per_beat(path))
             print(f"{line}   raw CPU {raw_cpu * 1e6:4.1f} µs   missed {sum(missed[-2:])}"
                   f"   stream drops {sum(drops[-2:])}   load {os.getloadavg()[0]:.2f}", flush=True)
     finally:

@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import pstats
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 
 import fake_hub
 import psutil
-from figures import machine, percentile, print_machine, spread
+from figures import bytes_per_beat, machine, percentile, print_machine, spread
 
 from heartmon.commands import HubClient
 from heartmon.config import Settings
@@ -180,11 +179,9 @@ def _bytes_per_beat(record: Path | None) -> float:
     """The recording's bytes per beat recorded, once the monitor has closed it."""
     if record is None or not record.exists():
         return float("nan")
-    with sqlite3.connect(record) as db:
-        beats = db.execute("SELECT count(*) FROM journal WHERE op = 1").fetchone()[0]
-    size = record.stat().st_size
+    size = bytes_per_beat(record)
     shutil.rmtree(record.parent)
-    return size / beats if beats else float("nan")  # an idle fleet records no beat
+    return size
 
 
 def _burn() -> None:

@@ -21,6 +21,7 @@ from pygal.etree import etree
 from pygal.style import Style
 
 from heartmon.recording.report import EpisodeRow, Report, WorkerReport
+from heartmon.report import clock_time
 
 COLOURS = {"healthy": "#2f9e44", "busy": "#1c7ed6", "late": "#f2c200", "starved": "#f76707", "dead": "#c92a2a",
            "unknown": "#868e96"}
@@ -198,7 +199,7 @@ def _md(text: str) -> str:
 
 
 def _clock(report: Report, t: float) -> str:
-    return report.wall(t).strftime("%H:%M:%S.%f")[:-3]
+    return clock_time(t, lambda at: at + report.wall_offset)
 
 
 def _span(report: Report) -> str:
